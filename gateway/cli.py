@@ -1,0 +1,76 @@
+"""The `opsgate` command line: serve, upstream and demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# gRPC's C core logs connection chatter at INFO on stderr; our own log says what matters.
+# Set before grpc is first imported; an operator's explicit GRPC_VERBOSITY still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from gateway import __version__, runtime
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+from gateway.observability.logs import configure_logging
+from gateway.reference_upstream import ListenError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opsgate",
+        description="An IAM-enforcing gRPC gateway for google.longrunning.Operations services.",
+    )
+    parser.add_argument("--version", action="version", version=f"opsgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway in front of an upstream")
+    serve.add_argument("--config", type=Path, help="YAML config file (see README)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config file)")
+    serve.add_argument("--upstream", help="upstream gRPC target (overrides the config file)")
+
+    upstream = commands.add_parser("upstream", help="run the in-memory reference Operations server")
+    upstream.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on")
+    upstream.add_argument(
+        "--no-seed", action="store_true", help="start empty instead of with demo operations"
+    )
+
+    commands.add_parser("demo", help="run upstream and gateway in-process and make sample calls")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, ListenError) as exc:
+        print(f"opsgate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from gateway.server import serve_until_signalled
+
+        settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
+        configure_logging(settings.log_level)
+        return runtime.run(serve_until_signalled(settings))
+    if args.command == "upstream":
+        from gateway.reference_upstream import run_reference_upstream
+
+        configure_logging("info")
+        runtime.run(run_reference_upstream(args.listen, seed=not args.no_seed))
+        return 0
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        configure_logging("warning")
+        logging.getLogger("opsgate.demo").setLevel(logging.INFO)
+        return runtime.run(run_demo(sys.stdout))
+    raise AssertionError(f"unhandled command {args.command}")

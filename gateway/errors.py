@@ -1,0 +1,119 @@
+"""The one exception tree: each RPC-facing error knows its gRPC code and google.rpc ErrorInfo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+GOOGLE_DOMAIN = "googleapis.com"
+GATEWAY_DOMAIN = "opsgate"
+
+
+class OpsgateError(Exception):
+    """Base of every error opsgate raises on purpose."""
+
+
+class ConfigError(OpsgateError):
+    """A config or policy file is unusable; start-up stops with this message."""
+
+    def __init__(self, source: str, key: str | None, problem: str, line: int | None = None) -> None:
+        where = source if line is None else f"{source}:{line}"
+        subject = f"key '{key}': " if key else ""
+        super().__init__(f"{where}: {subject}{problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+        self.line = line
+
+
+class CallFailure(OpsgateError):
+    """A call ends with a non-OK status: its code, message and trailing metadata to send."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    message: str = ""
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ()
+
+
+class RelayedStatus(CallFailure):
+    """A status the upstream answered with, to be relayed to the caller exactly as it came."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        trailing_metadata: tuple[tuple[str, str | bytes], ...],
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self._trailing = trailing_metadata
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._trailing
+
+
+class RpcError(CallFailure):
+    """An error of the gateway's own, answered as a google.rpc.Status with an ErrorInfo detail."""
+
+    default_reason = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        domain: str = GATEWAY_DOMAIN,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> status_pb2.Status:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=self.domain, metadata=self.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ((STATUS_DETAILS_KEY, self.to_status().SerializeToString()),)
+
+
+class InvalidArgument(RpcError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class Unimplemented(RpcError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "METHOD_NOT_IMPLEMENTED"
+
+
+class Unauthenticated(RpcError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RpcError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unavailable(RpcError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+class Internal(RpcError):
+    code = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"

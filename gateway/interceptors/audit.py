@@ -1,0 +1,101 @@
+"""The outermost stage: owns each call's state, answers failures, records every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from gateway.errors import CallFailure
+from gateway.interceptors.call import CallState, current_call
+from gateway.interceptors.outcome import CallOutcome, OutcomeSink
+from gateway.interceptors.stage import Behavior, Continuation, Stage
+
+log = logging.getLogger("opsgate.chain")
+
+UNIMPLEMENTED_MESSAGE = "Method not found."
+INTERNAL_MESSAGE = "Internal error encountered."
+
+
+class AuditStage(Stage):
+    """Creates the CallState, answers CallFailures raised by inner stages, records the outcome.
+
+    Calls to methods nobody serves (no handler) are answered UNIMPLEMENTED here, so they are
+    recorded like any other call; `exempt` methods (health checks) bypass the chain entirely.
+    """
+
+    name = "audit"
+
+    def __init__(
+        self, applies: Callable[[str], bool], exempt: Callable[[str], bool], sink: OutcomeSink
+    ) -> None:
+        super().__init__(applies)
+        self._exempt = exempt
+        self._sink = sink
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await super().intercept_service(continuation, handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None and not self._exempt(method):
+            return grpc.stream_stream_rpc_method_handler(self._unimplemented(method))
+        return handler
+
+    def wrap(self, behavior: Behavior, method: str) -> Behavior:
+        sink = self._sink
+
+        async def audited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = CallState(method)
+            token = current_call.set(call)
+            code, message = grpc.StatusCode.OK, ""
+            try:
+                return await behavior(request, context)
+            except CallFailure as failure:
+                code, message = failure.code, failure.message
+                await context.abort(code, message, failure.trailing_metadata())
+            except asyncio.CancelledError:
+                code, message = _cancellation(context)
+                raise
+            except grpc.aio.AbortError:
+                # A library-mode servicer aborted on its own; its code is on the context.
+                code, message = _aborted_status(context)
+                raise
+            except Exception:
+                log.exception("unexpected error in %s request_id=%s", method, call.request_id)
+                code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+                await context.abort(code, message)
+            finally:
+                current_call.reset(token)
+                sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
+
+        return audited
+
+    def _unimplemented(self, method: str) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+        sink = self._sink
+
+        async def unimplemented(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+            call = CallState(method)
+            code, message = grpc.StatusCode.UNIMPLEMENTED, UNIMPLEMENTED_MESSAGE
+            sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
+            await context.abort(code, message)
+
+        return unimplemented
+
+
+def _cancellation(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded."
+    return grpc.StatusCode.CANCELLED, "The call was cancelled by the client."
+
+
+def _aborted_status(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    return code, context.details() or ""

@@ -1,0 +1,39 @@
+"""Assembles the interceptor chain: the one place that decides which stages run, in what order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.interceptors.audit import AuditStage
+from gateway.interceptors.outcome import AccessLogSink, OutcomeSink
+from gateway.interceptors.passthrough import PassThroughStage
+from gateway.interceptors.route import RouteStage
+from gateway.interceptors.stage import Stage
+from gateway.routing import SERVICE_PREFIX
+
+# First = outermost. grpc.aio runs interceptors in list order around the handler.
+CHAIN_ORDER: tuple[str, ...] = ("audit", "authn", "route", "authz")
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def is_operations_method(method: str) -> bool:
+    return method.startswith(SERVICE_PREFIX)
+
+
+def is_exempt(method: str) -> bool:
+    """Infrastructure calls (health checks) bypass the chain: no identity, no record."""
+    return method.startswith(HEALTH_PREFIX)
+
+
+def build_chain(
+    sink: OutcomeSink | None = None, applies: Callable[[str], bool] = is_operations_method
+) -> list[Stage]:
+    """The stages in CHAIN_ORDER, ready for grpc.aio.server(interceptors=...)."""
+    stages: dict[str, Stage] = {
+        "audit": AuditStage(applies, is_exempt, sink or AccessLogSink()),
+        "authn": PassThroughStage("authn"),
+        "route": RouteStage(applies),
+        "authz": PassThroughStage("authz"),
+    }
+    return [stages[name] for name in CHAIN_ORDER]

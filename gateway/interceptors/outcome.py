@@ -1,0 +1,64 @@
+"""What became of one call, as the outermost stage hands it to the record keeper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from gateway.interceptors.call import CallState
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """The final status of one call and how long the gateway held it."""
+
+    call: CallState
+    code: grpc.StatusCode
+    message: str
+    latency_s: float
+
+
+class OutcomeSink(Protocol):
+    """Receives every call's outcome exactly once; must not block."""
+
+    def record(self, outcome: CallOutcome) -> None: ...
+
+
+class AccessLogSink:
+    """Writes one operational log line per call (the Cloud-Audit-Logs record replaces it later)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("opsgate.access")
+
+    def record(self, outcome: CallOutcome) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        call = outcome.call
+        self._logger.info(
+            "%s %s -> %s (%.1f ms) request_id=%s",
+            call.method,
+            call.resource_name if call.resource_name is not None else "-",
+            outcome.code.name,
+            outcome.latency_s * 1000,
+            call.request_id,
+        )
+
+
+class MemorySink:
+    """Keeps every outcome in memory (thread-safe): for the demo, tests and library users."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: list[CallOutcome] = []
+
+    def record(self, outcome: CallOutcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+
+    def outcomes(self) -> list[CallOutcome]:
+        with self._lock:
+            return list(self._outcomes)

@@ -1,0 +1,44 @@
+"""The base of every stage: a grpc.aio interceptor that wraps the unary handlers it applies to."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class Stage(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
+    """Wraps the behaviour of unary-unary handlers whose method `applies`; others pass untouched.
+
+    Wrapped handlers are cached per method (the inner handler object is checked, so a
+    different handler for the same method is wrapped afresh): no per-call allocation here.
+    """
+
+    name: str = "stage"
+
+    def __init__(self, applies: Callable[[str], bool]) -> None:
+        self._applies = applies
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not self._applies(method):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler._replace(unary_unary=self.wrap(handler.unary_unary, method))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @abc.abstractmethod
+    def wrap(self, behavior: Behavior, method: str) -> Behavior:
+        """Return a behaviour that does this stage's work around `behavior`."""

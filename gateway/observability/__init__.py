@@ -1,0 +1,1 @@
+"""Health, logs and (later) metrics: what operators watch the gateway through."""

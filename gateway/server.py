@@ -1,0 +1,114 @@
+"""Assembles and runs the gateway: listener, chain, forwarder, health, drain on signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health
+
+from gateway.config import ServerTls, Settings
+from gateway.errors import ConfigError
+from gateway.interceptors.chain import build_chain
+from gateway.interceptors.outcome import OutcomeSink
+from gateway.observability.health import add_health_service, mark_serving
+from gateway.upstream.channel import open_channel
+from gateway.upstream.forwarder import UpstreamForwarder
+
+log = logging.getLogger("opsgate.server")
+
+
+@dataclass(slots=True)
+class Gateway:
+    """A started gateway: where it listens and how to stop it."""
+
+    server: grpc.aio.Server
+    channel: grpc.aio.Channel
+    health: health.aio.HealthServicer
+    port: int
+    host: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.channel.close()
+
+
+def server_options(settings: Settings) -> list[tuple[str, object]]:
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+        # Refuse to share a port silently with another process already bound to it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _read(path: Path, key: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), key, f"cannot be read: {exc.strerror or exc}") from exc
+
+
+def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    client_ca = _read(tls.client_ca_file, "tls.client_ca_file") if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
+        root_certificates=client_ca,
+        require_client_auth=tls.require_client_cert,
+    )
+
+
+async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) -> Gateway:
+    """Bind the listener and start serving; the upstream is connected to lazily."""
+    channel = open_channel(settings.upstream, settings.max_message_bytes)
+    server = grpc.aio.server(interceptors=build_chain(sink), options=server_options(settings))
+    server.add_generic_rpc_handlers((UpstreamForwarder(channel, settings.upstream.target),))
+    servicer = add_health_service(server)
+    port = _bind(server, settings)
+    await server.start()
+    await mark_serving(servicer)
+    host = settings.listen.rpartition(":")[0]
+    log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.upstream.target)
+    return Gateway(server, channel, servicer, port, host)
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    try:
+        if settings.tls is None:
+            port: int = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, server_credentials(settings.tls))
+    except RuntimeError as exc:
+        port = 0
+        reason = str(exc)
+    else:
+        reason = "the address is in use or not available"
+    if port == 0:
+        raise ConfigError("<listen>", "listen", f"cannot listen on {settings.listen}: {reason}")
+    return port
+
+
+async def serve_until_signalled(settings: Settings) -> int:
+    """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
+    gateway = await start_gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
+    await gateway.stop(settings.shutdown_grace_s)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,100 @@
+"""The raw-bytes forwarder: a generic handler relaying Operations calls upstream unchanged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from gateway.errors import RelayedStatus, Unavailable
+from gateway.routing import OPERATIONS_METHODS
+
+log = logging.getLogger("opsgate.upstream")
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+# Headers that belong to this hop, not to the call: HTTP/2 pseudo-headers and the
+# transport's own. grpc sets them afresh on the upstream call.
+_HOP_HEADERS = frozenset(
+    {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding"}
+)
+
+_DISCONNECTED = frozenset(
+    {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.CONNECTING}
+)
+
+
+def relayable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+    """The caller's metadata minus this hop's own headers."""
+    if not metadata:
+        return ()
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if not key.startswith(":") and key not in _HOP_HEADERS
+    )
+
+
+async def _relay_initial_metadata(context: grpc.aio.ServicerContext, metadata: Any) -> None:
+    if metadata:
+        await context.send_initial_metadata(metadata)
+
+
+class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Serves the Operations methods by relaying bytes: requests and responses are never parsed.
+
+    The caller's remaining deadline becomes the upstream call's timeout; cancelling the
+    caller's call cancels the upstream call (awaiting it is cancelled with the handler task);
+    status, message, details and metadata come back exactly as the upstream sent them.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
+        self._channel = channel
+        self._target = target
+        self._handlers = {
+            method.path: grpc.unary_unary_rpc_method_handler(self._forwarding(method.path))
+            for method in OPERATIONS_METHODS
+        }
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+    def _forwarding(self, path: str) -> Any:
+        upstream = self._channel.unary_unary(path)  # no serializers: bytes in, bytes out
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            call = upstream(
+                request,
+                timeout=context.time_remaining(),
+                metadata=relayable(context.invocation_metadata()),
+            )
+            try:
+                response: bytes = await call
+            except grpc.aio.AioRpcError as err:
+                await _relay_initial_metadata(context, err.initial_metadata())
+                raise self._failure(err) from err
+            await _relay_initial_metadata(context, await call.initial_metadata())
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            return response
+
+        return forward
+
+    def _failure(self, err: grpc.aio.AioRpcError) -> RelayedStatus | Unavailable:
+        code = err.code()
+        trailing = tuple(err.trailing_metadata() or ())
+        if code is grpc.StatusCode.UNAVAILABLE and not trailing and self._disconnected():
+            # The upstream never answered: say so in our words, keep its address to our log.
+            log.warning("upstream %s unreachable: %s", self._target, err.details())
+            return Unavailable(
+                "The service is currently unavailable.", reason="UPSTREAM_UNAVAILABLE"
+            )
+        return RelayedStatus(code, err.details() or "", trailing)
+
+    def _disconnected(self) -> bool:
+        return self._channel.get_state(try_to_connect=False) in _DISCONNECTED

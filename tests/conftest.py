@@ -1,0 +1,19 @@
+"""Shared pytest fixtures: a background event loop for running real servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+# gRPC's C core chatters at INFO on stderr; keep test output to what the tests say.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import pytest
+
+from tests.support.loop_thread import LoopThread, loop_thread
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[LoopThread]:
+    with loop_thread() as thread:
+        yield thread

@@ -1,0 +1,141 @@
+"""The `opsgate` command as users run it: serve with drain on SIGTERM, config errors, the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import duration_pb2
+
+from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from tests.support.loop_thread import LoopThread
+
+NAME = "projects/acme/locations/us-central1/operations/drain"
+
+
+def _opsgate(*args: str, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
+
+
+@contextmanager
+def _upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
+    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
+    try:
+        yield upstream
+    finally:
+        loop.run(upstream.stop(0))
+
+
+def _listening_address(process: subprocess.Popen[str]) -> str:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 20
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        match = re.search(r"opsgate listening on (\S+),", line)
+        if match:
+            return match.group(1)
+        if not line and process.poll() is not None:
+            break
+    raise AssertionError(f"gateway did not start: {''.join(seen)}")
+
+
+def _wait_request(seconds: int) -> operations_pb2.WaitOperationRequest:
+    return operations_pb2.WaitOperationRequest(
+        name=NAME, timeout=duration_pb2.Duration(seconds=seconds)
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_signal_drains_in_flight_calls_then_exits_zero(
+    loop: LoopThread, tmp_path: Path, signum: int
+) -> None:
+    with _upstream(loop) as upstream:
+        upstream.store.create(NAME, finish_after=1.5)
+        config = tmp_path / "opsgate.yaml"
+        config.write_text(f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n")
+        process = _opsgate("serve", "--config", str(config))
+        try:
+            address = _listening_address(process)
+            with grpc.insecure_channel(address) as channel:
+                stub = operations_pb2_grpc.OperationsStub(channel)
+                in_flight = stub.WaitOperation.future(_wait_request(30), timeout=30)
+                deadline = time.monotonic() + 10
+                while not [c for c in upstream.calls() if c.name == NAME]:
+                    assert time.monotonic() < deadline, "the wait never reached the upstream"
+                    time.sleep(0.02)
+                process.send_signal(signum)
+                assert in_flight.result().done  # finished normally during the drain
+            assert process.wait(20) == 0
+        finally:
+            process.kill()
+            process.wait()
+
+
+def test_grace_period_bounds_the_drain(loop: LoopThread, tmp_path: Path) -> None:
+    with _upstream(loop) as upstream:
+        upstream.store.create(NAME, finish_after=3600)
+        config = tmp_path / "opsgate.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:0\nshutdown_grace_s: 0.5\nupstream:\n  target: {upstream.address}\n"
+        )
+        process = _opsgate("serve", "--config", str(config))
+        try:
+            address = _listening_address(process)
+            with grpc.insecure_channel(address) as channel:
+                stub = operations_pb2_grpc.OperationsStub(channel)
+                in_flight = stub.WaitOperation.future(_wait_request(600), timeout=60)
+                time.sleep(0.5)
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(20) == 0
+                assert time.monotonic() - started < 10
+                with pytest.raises(grpc.RpcError):
+                    in_flight.result()
+        finally:
+            process.kill()
+            process.wait()
+
+
+def test_config_error_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "opsgate.yaml"
+    config.write_text("upstream:\n  target: a:1\nlisten: 127.0.0.1:0\nshutdown_grace: 3\n")
+    process = _opsgate("serve", "--config", str(config))
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    expected = "key 'shutdown_grace': unknown key (did you mean 'shutdown_grace_s'?)"
+    assert f"{config}:4: {expected}" in stderr
+
+
+def test_port_in_use_is_a_clear_error(loop: LoopThread) -> None:
+    with _upstream(loop) as upstream:
+        process = _opsgate("serve", "--listen", upstream.address, "--upstream", upstream.address)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert f"cannot listen on {upstream.address}" in stderr
+
+
+def test_demo_runs_and_exits_zero() -> None:
+    process = _opsgate("demo")
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stdout + stderr
+    assert "8 of 8 calls behaved as expected." in stdout
+    assert "NOT_FOUND" in stdout and "INVALID_ARGUMENT" in stdout and "UNIMPLEMENTED" in stdout
