@@ -35,6 +35,7 @@ class CallFailure(OpsgateError):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     message: str = ""
+    log_detail: str = ""
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return ()
@@ -70,12 +71,16 @@ class RpcError(CallFailure):
         reason: str | None = None,
         domain: str = GATEWAY_DOMAIN,
         metadata: Mapping[str, str] | None = None,
+        log_detail: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.domain = domain
         self.metadata = dict(metadata or {})
+        # Why, in our words, for the operator's log and the audit record; never sent to the
+        # caller and never containing the token or its claims.
+        self.log_detail = log_detail
 
     def to_status(self) -> status_pb2.Status:
         info = error_details_pb2.ErrorInfo(
@@ -117,3 +122,61 @@ class Unavailable(RpcError):
 class Internal(RpcError):
     code = grpc.StatusCode.INTERNAL
     default_reason = "INTERNAL"
+
+
+# Google's own wording for authentication failures, so clients and people recognise them.
+_INVALID_CREDENTIALS = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+_MISSING_CREDENTIALS = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+
+
+def credentials_missing(detail: str) -> Unauthenticated:
+    return Unauthenticated(
+        _MISSING_CREDENTIALS, reason="CREDENTIALS_MISSING", domain=GOOGLE_DOMAIN, log_detail=detail
+    )
+
+
+def token_invalid(detail: str) -> Unauthenticated:
+    return Unauthenticated(
+        _INVALID_CREDENTIALS, reason="JWT_TOKEN_INVALID", domain=GOOGLE_DOMAIN, log_detail=detail
+    )
+
+
+def token_expired(detail: str = "the token has expired") -> Unauthenticated:
+    return Unauthenticated(
+        _INVALID_CREDENTIALS, reason="ACCESS_TOKEN_EXPIRED", domain=GOOGLE_DOMAIN, log_detail=detail
+    )
+
+
+def token_type_unsupported(detail: str) -> Unauthenticated:
+    return Unauthenticated(
+        _INVALID_CREDENTIALS,
+        reason="ACCESS_TOKEN_TYPE_UNSUPPORTED",
+        domain=GOOGLE_DOMAIN,
+        log_detail=detail,
+    )
+
+
+def scope_insufficient(detail: str) -> PermissionDenied:
+    return PermissionDenied(
+        "Request had insufficient authentication scopes.",
+        reason="ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+        domain=GOOGLE_DOMAIN,
+        log_detail=detail,
+    )
+
+
+def verification_unavailable(detail: str) -> Unavailable:
+    """We could not check the token (no usable keys, endpoint down): not the caller's fault."""
+    return Unavailable(
+        "The service is currently unavailable.",
+        reason="AUTHENTICATION_BACKEND_UNAVAILABLE",
+        log_detail=detail,
+    )

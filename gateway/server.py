@@ -11,13 +11,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
+from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
 from gateway.interceptors.chain import build_chain
 from gateway.interceptors.outcome import OutcomeSink
 from gateway.observability.health import add_health_service, mark_serving
 from gateway.upstream.channel import open_channel
-from gateway.upstream.forwarder import UpstreamForwarder
+from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 
 log = logging.getLogger("opsgate.server")
 
@@ -29,8 +30,10 @@ class Gateway:
     server: grpc.aio.Server
     channel: grpc.aio.Channel
     health: health.aio.HealthServicer
+    authn: AuthnRuntime
     port: int
     host: str
+    background: tuple[asyncio.Task[None], ...] = ()
 
     @property
     def address(self) -> str:
@@ -40,6 +43,8 @@ class Gateway:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        for task in self.background:
+            task.cancel()
         await self.channel.close()
 
 
@@ -71,17 +76,31 @@ def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
 
 
 async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) -> Gateway:
-    """Bind the listener and start serving; the upstream is connected to lazily."""
+    """Bind the listener and start serving.
+
+    Neither the upstream nor the key endpoints are waited for: the upstream is connected to
+    lazily and keys are fetched in the background, so the gateway starts while either is
+    down (calls get UNAVAILABLE until they are back).
+    """
+    authn = build_authn(settings.authentication)
     channel = open_channel(settings.upstream, settings.max_message_bytes)
-    server = grpc.aio.server(interceptors=build_chain(sink), options=server_options(settings))
-    server.add_generic_rpc_handlers((UpstreamForwarder(channel, settings.upstream.target),))
+    chain = build_chain(authn.authenticator, sink)
+    server = grpc.aio.server(interceptors=chain, options=server_options(settings))
+    headers = UpstreamHeaders(
+        forward_authorization=settings.authentication.forward_authorization,
+        identity_header=settings.authentication.identity_header,
+    )
+    server.add_generic_rpc_handlers(
+        (UpstreamForwarder(channel, settings.upstream.target, headers),)
+    )
     servicer = add_health_service(server)
     port = _bind(server, settings)
     await server.start()
     await mark_serving(servicer)
+    prefetch = asyncio.create_task(authn.prefetch(), name="opsgate-key-prefetch")
     host = settings.listen.rpartition(":")[0]
     log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.upstream.target)
-    return Gateway(server, channel, servicer, port, host)
+    return Gateway(server, channel, servicer, authn, port, host, (prefetch,))
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

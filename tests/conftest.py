@@ -10,6 +10,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import pytest
 
+from tests.support.leaks import watching_for_token_leaks
 from tests.support.loop_thread import LoopThread, loop_thread
 
 
@@ -17,3 +18,11 @@ from tests.support.loop_thread import LoopThread, loop_thread
 def loop() -> Iterator[LoopThread]:
     with loop_thread() as thread:
         yield thread
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_token_reaches_a_log() -> Iterator[None]:
+    """Every token the tests mint is searched for in everything logged during the session."""
+    with watching_for_token_leaks() as leaks:
+        yield
+    assert not leaks, f"token material found in logs: {leaks}"

@@ -52,11 +52,12 @@ class AuditStage(Stage):
         async def audited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = CallState(method)
             token = current_call.set(call)
-            code, message = grpc.StatusCode.OK, ""
+            code, message, detail = grpc.StatusCode.OK, "", ""
             try:
                 return await behavior(request, context)
             except CallFailure as failure:
                 code, message = failure.code, failure.message
+                detail = failure.log_detail
                 await context.abort(code, message, failure.trailing_metadata())
             except asyncio.CancelledError:
                 code, message = _cancellation(context)
@@ -71,7 +72,8 @@ class AuditStage(Stage):
                 await context.abort(code, message)
             finally:
                 current_call.reset(token)
-                sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
+                latency = time.perf_counter() - call.started
+                sink.record(CallOutcome(call, code, message, latency, detail))
 
         return audited
 

@@ -6,7 +6,10 @@ import contextvars
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.authn.principal import Principal
 
 
 @dataclass(slots=True)
@@ -16,6 +19,7 @@ class CallState:
     method: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
     resource_name: str | None = None
     request: Any = None
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.authn.authenticator import Authenticator
 from gateway.interceptors.audit import AuditStage
+from gateway.interceptors.authn import AuthnStage
 from gateway.interceptors.outcome import AccessLogSink, OutcomeSink
 from gateway.interceptors.passthrough import PassThroughStage
 from gateway.interceptors.route import RouteStage
@@ -27,12 +29,14 @@ def is_exempt(method: str) -> bool:
 
 
 def build_chain(
-    sink: OutcomeSink | None = None, applies: Callable[[str], bool] = is_operations_method
+    authenticator: Authenticator,
+    sink: OutcomeSink | None = None,
+    applies: Callable[[str], bool] = is_operations_method,
 ) -> list[Stage]:
     """The stages in CHAIN_ORDER, ready for grpc.aio.server(interceptors=...)."""
     stages: dict[str, Stage] = {
         "audit": AuditStage(applies, is_exempt, sink or AccessLogSink()),
-        "authn": PassThroughStage("authn"),
+        "authn": AuthnStage(applies, authenticator),
         "route": RouteStage(applies),
         "authz": PassThroughStage("authz"),
     }

@@ -20,6 +20,7 @@ class CallOutcome:
     code: grpc.StatusCode
     message: str
     latency_s: float
+    detail: str = ""  # why, in our words (RpcError.log_detail); never token material
 
 
 class OutcomeSink(Protocol):
@@ -39,12 +40,14 @@ class AccessLogSink:
             return
         call = outcome.call
         self._logger.info(
-            "%s %s -> %s (%.1f ms) request_id=%s",
+            "%s %s %s -> %s (%.1f ms) request_id=%s%s",
+            call.principal.member if call.principal is not None else "-",
             call.method,
             call.resource_name if call.resource_name is not None else "-",
             outcome.code.name,
             outcome.latency_s * 1000,
             call.request_id,
+            f" detail={outcome.detail!r}" if outcome.detail else "",
         )
 
 

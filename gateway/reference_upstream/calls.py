@@ -55,7 +55,7 @@ class CallLog:
     async def wait_for(
         self,
         predicate: Callable[[CallRecord], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109 -- a default bound, so a test never hangs
+        timeout: float = 5.0,
     ) -> CallRecord:
         """The first record (already logged or yet to come) matching `predicate`.
 

@@ -55,7 +55,7 @@ class ReferenceUpstream:
     async def wait_for_call(
         self,
         predicate: Callable[[CallRecord], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109 -- a default bound, so a test never hangs
+        timeout: float = 5.0,
     ) -> CallRecord:
         return await self.call_log.wait_for(predicate, timeout)
 

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from gateway.errors import RelayedStatus, Unavailable
+from gateway.interceptors.call import current_call
 from gateway.routing import OPERATIONS_METHODS
 
 log = logging.getLogger("opsgate.upstream")
@@ -26,15 +27,34 @@ _DISCONNECTED = frozenset(
 )
 
 
-def relayable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
-    """The caller's metadata minus this hop's own headers."""
-    if not metadata:
-        return ()
-    return tuple(
-        (key, value)
-        for key, value in metadata
-        if not key.startswith(":") and key not in _HOP_HEADERS
-    )
+class UpstreamHeaders:
+    """What of the caller's metadata the upstream receives, plus the verified identity.
+
+    This hop's own headers are dropped; so is `authorization` unless config forwards it, and
+    so is any identity header the caller sent (only the gateway may assert an identity).
+    """
+
+    def __init__(self, *, forward_authorization: bool, identity_header: str | None) -> None:
+        dropped = set(_HOP_HEADERS)
+        if not forward_authorization:
+            dropped.add("authorization")
+        if identity_header:
+            dropped.add(identity_header)
+        self._dropped = frozenset(dropped)
+        self._identity_header = identity_header
+
+    def outgoing(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+        dropped = self._dropped
+        relayed = tuple(
+            (key, value)
+            for key, value in metadata or ()
+            if key not in dropped and not key.startswith(":")
+        )
+        if self._identity_header:
+            call = current_call.get(None)
+            if call is not None and call.principal is not None:
+                return (*relayed, (self._identity_header, call.principal.member))
+        return relayed
 
 
 async def _relay_initial_metadata(context: grpc.aio.ServicerContext, metadata: Any) -> None:
@@ -50,9 +70,10 @@ class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
     status, message, details and metadata come back exactly as the upstream sent them.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, headers: UpstreamHeaders) -> None:
         self._channel = channel
         self._target = target
+        self._headers = headers
         self._handlers = {
             method.path: grpc.unary_unary_rpc_method_handler(self._forwarding(method.path))
             for method in OPERATIONS_METHODS
@@ -65,12 +86,13 @@ class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def _forwarding(self, path: str) -> Any:
         upstream = self._channel.unary_unary(path)  # no serializers: bytes in, bytes out
+        outgoing = self._headers.outgoing
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             call = upstream(
                 request,
                 timeout=context.time_remaining(),
-                metadata=relayable(context.invocation_metadata()),
+                metadata=outgoing(context.invocation_metadata()),
             )
             try:
                 response: bytes = await call

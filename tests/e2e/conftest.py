@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a fresh upstream + gateway pair per test."""
+"""End-to-end fixtures: a test identity provider, and a fresh upstream + gateway pair per test."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.loop_thread import LoopThread
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Identity, Stack, make_identity, running_stack
+
+
+@pytest.fixture(scope="session")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    return make_identity(tmp_path_factory.mktemp("idp"))
 
 
 @pytest.fixture
-def stack(loop: LoopThread) -> Iterator[Stack]:
-    with running_stack(loop, seed=False) as running:
+def stack(loop: LoopThread, identity: Identity) -> Iterator[Stack]:
+    with running_stack(loop, identity, seed=False) as running:
         yield running

@@ -18,7 +18,9 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from tests.support.bearer import with_bearer
 from tests.support.loop_thread import LoopThread
+from tests.support.stack import Identity
 
 NAME = "projects/acme/locations/us-central1/operations/drain"
 
@@ -66,17 +68,20 @@ def _wait_request(seconds: int) -> operations_pb2.WaitOperationRequest:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_signal_drains_in_flight_calls_then_exits_zero(
-    loop: LoopThread, tmp_path: Path, signum: int
+    loop: LoopThread, tmp_path: Path, identity: Identity, signum: int
 ) -> None:
     with _upstream(loop) as upstream:
         upstream.store.create(NAME, finish_after=1.5)
         config = tmp_path / "opsgate.yaml"
-        config.write_text(f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n")
+        config.write_text(
+            f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
+        )
         process = _opsgate("serve", "--config", str(config))
         try:
             address = _listening_address(process)
             with grpc.insecure_channel(address) as channel:
-                stub = operations_pb2_grpc.OperationsStub(channel)
+                stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
                 in_flight = stub.WaitOperation.future(_wait_request(30), timeout=30)
                 deadline = time.monotonic() + 10
                 while not [c for c in upstream.calls() if c.name == NAME]:
@@ -90,18 +95,21 @@ def test_signal_drains_in_flight_calls_then_exits_zero(
             process.wait()
 
 
-def test_grace_period_bounds_the_drain(loop: LoopThread, tmp_path: Path) -> None:
+def test_grace_period_bounds_the_drain(
+    loop: LoopThread, tmp_path: Path, identity: Identity
+) -> None:
     with _upstream(loop) as upstream:
         upstream.store.create(NAME, finish_after=3600)
         config = tmp_path / "opsgate.yaml"
         config.write_text(
             f"listen: 127.0.0.1:0\nshutdown_grace_s: 0.5\nupstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
         )
         process = _opsgate("serve", "--config", str(config))
         try:
             address = _listening_address(process)
             with grpc.insecure_channel(address) as channel:
-                stub = operations_pb2_grpc.OperationsStub(channel)
+                stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
                 in_flight = stub.WaitOperation.future(_wait_request(600), timeout=60)
                 time.sleep(0.5)
                 started = time.monotonic()
@@ -125,9 +133,11 @@ def test_config_error_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
     assert f"{config}:4: {expected}" in stderr
 
 
-def test_port_in_use_is_a_clear_error(loop: LoopThread) -> None:
+def test_port_in_use_is_a_clear_error(loop: LoopThread, tmp_path: Path, identity: Identity) -> None:
+    config = tmp_path / "opsgate.yaml"
     with _upstream(loop) as upstream:
-        process = _opsgate("serve", "--listen", upstream.address, "--upstream", upstream.address)
+        config.write_text(f"upstream:\n  target: {upstream.address}\n" + identity.issuer_yaml())
+        process = _opsgate("serve", "--config", str(config), "--listen", upstream.address)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
     assert f"cannot listen on {upstream.address}" in stderr
@@ -137,5 +147,15 @@ def test_demo_runs_and_exits_zero() -> None:
     process = _opsgate("demo")
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
-    assert "8 of 8 calls behaved as expected." in stdout
-    assert "NOT_FOUND" in stdout and "INVALID_ARGUMENT" in stdout and "UNIMPLEMENTED" in stdout
+    assert "12 of 12 calls behaved as expected." in stdout
+    for shown in (
+        "NOT_FOUND",
+        "INVALID_ARGUMENT",
+        "UNIMPLEMENTED",
+        "CREDENTIALS_MISSING",
+        "ACCESS_TOKEN_EXPIRED",
+        "JWT_TOKEN_INVALID",
+        "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+        "user:alice@acme.example",
+    ):
+        assert shown in stdout

@@ -13,8 +13,9 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.server import start_gateway
+from tests.support.bearer import with_bearer
 from tests.support.probe_upstream import INITIAL, TRAILING, probe_upstream
-from tests.support.stack import Stack, gateway_settings
+from tests.support.stack import Identity, Stack, gateway_settings
 
 PARENT = "projects/acme/locations/us-central1"
 
@@ -62,20 +63,28 @@ def test_long_wait_is_not_cut_off_by_the_gateway(stack: Stack) -> None:
     assert time.monotonic() - started >= 1.5
 
 
-def test_remaining_deadline_and_metadata_are_relayed_exactly(loop) -> None:
+def _bearer(identity: Identity) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {identity.token()}"),)
+
+
+def test_remaining_deadline_and_metadata_are_relayed_exactly(loop, identity: Identity) -> None:
+    auth = _bearer(identity)
+
     async def scenario() -> None:
         async with probe_upstream() as (address, probe):
-            gateway = await start_gateway(gateway_settings(address))
+            gateway = await start_gateway(gateway_settings(address, identity))
             try:
                 async with grpc.aio.insecure_channel(gateway.address) as channel:
                     stub = operations_pb2_grpc.OperationsStub(channel)
                     call = stub.GetOperation(
-                        operations_pb2.GetOperationRequest(name="x"), timeout=7
+                        operations_pb2.GetOperationRequest(name="x"), timeout=7, metadata=auth
                     )
                     await call
                     assert tuple(await call.initial_metadata()) == INITIAL
                     assert tuple(await call.trailing_metadata()) == TRAILING
-                    await stub.GetOperation(operations_pb2.GetOperationRequest(name="x"))
+                    await stub.GetOperation(
+                        operations_pb2.GetOperationRequest(name="x"), metadata=auth
+                    )
             finally:
                 await gateway.stop(0)
         with_deadline, without = probe.deadlines
@@ -86,16 +95,20 @@ def test_remaining_deadline_and_metadata_are_relayed_exactly(loop) -> None:
     loop.run(scenario())
 
 
-def test_deadline_on_a_slow_upstream_cancels_it(loop) -> None:
+def test_deadline_on_a_slow_upstream_cancels_it(loop, identity: Identity) -> None:
+    auth = _bearer(identity)
+
     async def scenario() -> None:
         async with probe_upstream() as (address, probe):
-            gateway = await start_gateway(gateway_settings(address))
+            gateway = await start_gateway(gateway_settings(address, identity))
             try:
                 async with grpc.aio.insecure_channel(gateway.address) as channel:
                     stub = operations_pb2_grpc.OperationsStub(channel)
                     with pytest.raises(grpc.aio.AioRpcError) as err:
                         await stub.GetOperation(
-                            operations_pb2.GetOperationRequest(name="slow"), timeout=0.3
+                            operations_pb2.GetOperationRequest(name="slow"),
+                            timeout=0.3,
+                            metadata=auth,
                         )
                     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                     await asyncio.wait_for(probe.cancelled.wait(), 5)
@@ -111,11 +124,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_upstream_down_is_unavailable_not_a_hang(loop) -> None:
-    gateway = loop.run(start_gateway(gateway_settings(f"127.0.0.1:{_free_port()}")))
+def test_upstream_down_is_unavailable_not_a_hang(loop, identity: Identity) -> None:
+    settings = gateway_settings(f"127.0.0.1:{_free_port()}", identity)
+    gateway = loop.run(start_gateway(settings))
     try:
         with grpc.insecure_channel(gateway.address) as channel:
-            stub = operations_pb2_grpc.OperationsStub(channel)
+            stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as err:
                 stub.GetOperation(operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/1"))

@@ -10,16 +10,20 @@ import pytest
 from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 
-from gateway.config import ServerTls, UpstreamTls, load_settings
+from gateway.config import ServerTls, UpstreamTls
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import server_credentials, start_gateway
+from tests.support.bearer import with_bearer
 from tests.support.certs import make_pki
 from tests.support.loop_thread import LoopThread
+from tests.support.stack import Identity, gateway_settings
 
 NAME = "projects/acme/locations/us-central1/operations/tls"
 
 
-def test_tls_listener_and_mtls_upstream(loop: LoopThread, tmp_path: Path) -> None:
+def test_tls_listener_and_mtls_upstream(
+    loop: LoopThread, tmp_path: Path, identity: Identity
+) -> None:
     pki = make_pki(tmp_path)
     upstream_tls = ServerTls(
         cert_file=pki.server.cert_file,
@@ -33,7 +37,7 @@ def test_tls_listener_and_mtls_upstream(loop: LoopThread, tmp_path: Path) -> Non
         )
     )
     upstream.store.create(NAME)
-    base = load_settings(None, listen="127.0.0.1:0", upstream=f"localhost:{upstream.port}")
+    base = gateway_settings(f"localhost:{upstream.port}", identity)
     settings = dataclasses.replace(
         base,
         tls=ServerTls(cert_file=pki.server.cert_file, key_file=pki.server.key_file),
@@ -48,7 +52,8 @@ def test_tls_listener_and_mtls_upstream(loop: LoopThread, tmp_path: Path) -> Non
     credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_file.read_bytes())
     try:
         with grpc.secure_channel(f"localhost:{gateway.port}", credentials) as channel:
-            op = operations_v1.OperationsClient(channel).get_operation(NAME, timeout=10)
+            client = operations_v1.OperationsClient(with_bearer(channel, identity.token()))
+            op = client.get_operation(NAME, timeout=10)
             assert op.name == NAME
         with (
             grpc.insecure_channel(f"localhost:{gateway.port}") as plaintext,
@@ -62,7 +67,7 @@ def test_tls_listener_and_mtls_upstream(loop: LoopThread, tmp_path: Path) -> Non
 
 
 def test_upstream_refuses_a_gateway_without_client_certificate(
-    loop: LoopThread, tmp_path: Path
+    loop: LoopThread, tmp_path: Path, identity: Identity
 ) -> None:
     pki = make_pki(tmp_path)
     upstream_tls = ServerTls(
@@ -76,7 +81,7 @@ def test_upstream_refuses_a_gateway_without_client_certificate(
             "127.0.0.1:0", seed=False, server_credentials=server_credentials(upstream_tls)
         )
     )
-    base = load_settings(None, listen="127.0.0.1:0", upstream=f"localhost:{upstream.port}")
+    base = gateway_settings(f"localhost:{upstream.port}", identity)
     settings = dataclasses.replace(
         base, upstream=dataclasses.replace(base.upstream, tls=UpstreamTls(ca_file=pki.ca_file))
     )
@@ -86,7 +91,8 @@ def test_upstream_refuses_a_gateway_without_client_certificate(
             grpc.insecure_channel(gateway.address) as channel,
             pytest.raises(core_exceptions.ServiceUnavailable) as err,
         ):
-            operations_v1.OperationsClient(channel).get_operation(NAME, timeout=10, retry=None)
+            client = operations_v1.OperationsClient(with_bearer(channel, identity.token()))
+            client.get_operation(NAME, timeout=10, retry=None)
         assert err.value.reason == "UPSTREAM_UNAVAILABLE"
         assert not upstream.calls()
     finally:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 from google.api_core import operations_v1
@@ -13,7 +16,55 @@ from gateway.config import Settings, load_settings
 from gateway.interceptors.outcome import MemorySink
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.tokens import SigningKey, claims, jwks, rsa_key
+from tests.support.bearer import with_bearer
 from tests.support.loop_thread import LoopThread
+
+ISSUER = "https://idp.opsgate.test"
+AUDIENCE = "opsgate-tests"
+
+
+@dataclass
+class Identity:
+    """A test identity provider: one signing key, its JWKS in a file, and tokens it signs."""
+
+    key: SigningKey
+    directory: Path
+
+    @property
+    def jwks_file(self) -> Path:
+        return self.directory / "jwks.json"
+
+    def token(self, **overrides: Any) -> str:
+        return self.key.sign(claims(ISSUER, AUDIENCE, **overrides))
+
+    def issuer_yaml(self, **fields: Any) -> str:
+        """The `authentication:` section trusting this identity (extra issuer fields allowed)."""
+        extra = "".join(f"      {key}: {json.dumps(value)}\n" for key, value in fields.items())
+        return (
+            "authentication:\n"
+            "  issuers:\n"
+            f"    - issuer: {ISSUER}\n"
+            f"      audiences: [{AUDIENCE}]\n"
+            f"      jwks_file: {self.jwks_file}\n"
+            f"{extra}"
+        )
+
+
+def make_identity(directory: Path) -> Identity:
+    identity = Identity(rsa_key(), directory)
+    identity.jwks_file.write_text(json.dumps(jwks(identity.key)))
+    return identity
+
+
+def gateway_settings(upstream_address: str, identity: Identity, extra_yaml: str = "") -> Settings:
+    """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`."""
+    path = identity.directory / "opsgate.yaml"
+    path.write_text(
+        f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
+        f"{identity.issuer_yaml()}{extra_yaml}"
+    )
+    return load_settings(path)
 
 
 @dataclass
@@ -24,7 +75,9 @@ class Stack:
     upstream: ReferenceUpstream
     gateway: Gateway
     sink: MemorySink
-    gateway_channel: grpc.Channel
+    identity: Identity
+    raw_gateway_channel: grpc.Channel  # no credentials: tests add their own metadata
+    gateway_channel: grpc.Channel  # every call carries a valid bearer token
     upstream_channel: grpc.Channel
 
     def via_gateway(self) -> operations_v1.OperationsClient:
@@ -33,22 +86,30 @@ class Stack:
     def direct(self) -> operations_v1.OperationsClient:
         return operations_v1.OperationsClient(self.upstream_channel)
 
-
-def gateway_settings(upstream_address: str) -> Settings:
-    return load_settings(None, listen="127.0.0.1:0", upstream=upstream_address)
+    def with_token(self, token: str | None) -> operations_v1.OperationsClient:
+        return operations_v1.OperationsClient(with_bearer(self.raw_gateway_channel, token))
 
 
 @contextmanager
-def running_stack(loop: LoopThread, *, seed: bool = True) -> Iterator[Stack]:
+def running_stack(loop: LoopThread, identity: Identity, *, seed: bool = True) -> Iterator[Stack]:
     upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=seed))
     sink = MemorySink()
-    gateway = loop.run(start_gateway(gateway_settings(upstream.address), sink=sink))
-    gateway_channel = grpc.insecure_channel(gateway.address)
+    gateway = loop.run(start_gateway(gateway_settings(upstream.address, identity), sink=sink))
+    raw_channel = grpc.insecure_channel(gateway.address)
     upstream_channel = grpc.insecure_channel(upstream.address)
     try:
-        yield Stack(loop, upstream, gateway, sink, gateway_channel, upstream_channel)
+        yield Stack(
+            loop,
+            upstream,
+            gateway,
+            sink,
+            identity,
+            raw_channel,
+            with_bearer(raw_channel, identity.token()),
+            upstream_channel,
+        )
     finally:
-        gateway_channel.close()
+        raw_channel.close()
         upstream_channel.close()
         loop.run(gateway.stop(0))
         loop.run(upstream.stop(0))

@@ -13,9 +13,22 @@ from gateway.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+AUTHENTICATION = """
+authentication:
+  issuers:
+    - issuer: https://idp.example.com
+      audiences: [opsgate]
+      jwks_file: jwks.json
+"""
+
+
 def _write(tmp_path: Path, text: str) -> Path:
+    """Write a config; a valid authentication section is appended unless the text has one."""
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
     path = tmp_path / "opsgate.yaml"
-    path.write_text(text)
+    path.write_text(
+        text if "authentication" in text or text.startswith("-") else text + AUTHENTICATION
+    )
     return path
 
 
@@ -54,6 +67,58 @@ BAD_CONFIGS = [
         r":3: key 'upstream.tagret': unknown key \(did you mean 'target'\?\)",
     ),
     ("missing-upstream", "listen: 127.0.0.1:1\n", r"key 'upstream': is required"),
+    (
+        "missing-authentication",
+        "upstream:\n  target: a:1\nauthentication:\n",
+        r"key 'authentication': must be a mapping",
+    ),
+    (
+        "no-token-source",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers: []\n",
+        r"key 'authentication': configures no way to authenticate",
+    ),
+    (
+        "two-key-sources",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n"
+        "    - issuer: i\n      audiences: [a]\n      jwks_file: c.pem\n      jwks_uri: http://x\n",
+        r"key 'authentication.issuers\[0\]': give only one of jwks_uri, jwks_file and discovery",
+    ),
+    (
+        "no-key-source",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n    - issuer: i\n      audiences: [a]\n",
+        r"key 'authentication.issuers\[0\]': needs jwks_uri, jwks_file, discovery: true",
+    ),
+    (
+        "hs256-refused",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n"
+        "    - issuer: i\n      audiences: [a]\n      jwks_file: c.pem\n      algorithms: [HS256, none]\n",
+        r":8: key 'authentication.issuers\[0\].algorithms': unsupported or unsafe algorithm\(s\) \['HS256', 'none'\]",
+    ),
+    (
+        "empty-audiences",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n"
+        "    - issuer: i\n      audiences: []\n      jwks_file: c.pem\n",
+        r"key 'authentication.issuers\[0\].audiences': must list at least one value",
+    ),
+    (
+        "issuer-typo",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n"
+        "    - issuer: i\n      audience: [a]\n      jwks_file: c.pem\n",
+        r":6: key 'authentication.issuers\[0\].audience': unknown key \(did you mean 'audiences'\?\)",
+    ),
+    (
+        "secret-env-unset",
+        "upstream:\n  target: a:1\nauthentication:\n  issuers:\n"
+        "    - issuer: i\n      audiences: [a]\n      introspection:\n        endpoint: http://x\n"
+        "        client_id: c\n        client_secret_env: OPSGATE_TEST_UNSET_SECRET\n",
+        r"environment variable OPSGATE_TEST_UNSET_SECRET is not set",
+    ),
+    (
+        "identity-header-uppercase",
+        "upstream:\n  target: a:1\nauthentication:\n  identity_header: X-User\n  issuers:\n"
+        "    - issuer: i\n      audiences: [a]\n      jwks_file: c.pem\n",
+        r"key 'authentication.identity_header': 'X-User' is not a lowercase header name",
+    ),
     ("missing-target", "upstream: {}\n", r"key 'upstream.target': is required"),
     ("empty-target", "upstream:\n  target: ' '\n", r"key 'upstream.target': must not be empty"),
     (

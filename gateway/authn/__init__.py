@@ -1,0 +1,1 @@
+"""Authentication: bearer token in, verified Principal out (JWTs, Google tokens, introspection)."""

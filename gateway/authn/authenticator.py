@@ -1,0 +1,128 @@
+"""The Authenticator: bearer token in, verified Principal out, by the verifier for its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.authn.bearer import bearer_token
+from gateway.authn.claims import PrincipalRules, principal_from
+from gateway.authn.jwt_verifier import JwtVerifier, is_self_signed, peek
+from gateway.authn.principal import Principal
+from gateway.authn.token_cache import VerifiedTokenCache
+from gateway.errors import (
+    Unauthenticated,
+    scope_insufficient,
+    token_invalid,
+    token_type_unsupported,
+)
+
+GOOGLE_ACCESS_TOKEN_PREFIX = "ya29."
+
+
+# Checks a token that is not a JWT with its issuer and returns the token's claims.
+OpaqueCheck = Callable[[str], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A verified caller, and whether their issuer insists the token carry a scope."""
+
+    principal: Principal
+    require_scope: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueIssuer:
+    """An opaque-token verifier with the rules that turn its answer into a Principal."""
+
+    check: OpaqueCheck
+    rules: PrincipalRules
+    require_scope: bool = False
+
+
+class Authenticator:
+    """Verifies the caller of one call; verified tokens are remembered by hash until exp."""
+
+    def __init__(
+        self,
+        *,
+        jwt_issuers: Mapping[str, tuple[JwtVerifier, bool]],
+        service_accounts: JwtVerifier | None,
+        opaque_issuers: Sequence[OpaqueIssuer],
+        google_access_tokens: OpaqueIssuer | None,
+        required_scopes: Iterable[str],
+        max_token_bytes: int,
+        cache: VerifiedTokenCache[VerifiedToken],
+    ) -> None:
+        self._jwt_issuers = jwt_issuers  # iss -> (verifier, require_scope)
+        self._service_accounts = service_accounts
+        self._opaque_issuers = tuple(opaque_issuers)
+        self._google_access_tokens = google_access_tokens
+        self._required_scopes = frozenset(required_scopes)
+        self._max_token_bytes = max_token_bytes
+        self._cache = cache
+
+    async def verify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> VerifiedToken:
+        """The verified caller of a call; scopes are checked separately, by check_scopes.
+
+        Split so the caller is known (and recorded) even when their token lacks a scope.
+        """
+        token = bearer_token(metadata, self._max_token_bytes)
+        cached = self._cache.get(token)
+        if cached is not None:
+            return cached
+        principal, require_scope = await self._verify(token)
+        verified = VerifiedToken(principal, require_scope)
+        self._cache.put(token, verified, principal.expires_at)
+        return verified
+
+    async def _verify(self, token: str) -> tuple[Principal, bool]:
+        if token.startswith(GOOGLE_ACCESS_TOKEN_PREFIX):
+            if self._google_access_tokens is None:
+                raise token_type_unsupported("Google access tokens are not accepted here")
+            return await _opaque(self._google_access_tokens, token)
+        if "." in token:
+            return await self._verify_jwt(token)
+        if not self._opaque_issuers:
+            raise token_type_unsupported("opaque token and no introspection endpoint configured")
+        failure: Unauthenticated | None = None
+        for issuer in self._opaque_issuers:
+            try:
+                return await _opaque(issuer, token)
+            except Unauthenticated as exc:  # inactive here; another issuer may know it
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _verify_jwt(self, token: str) -> tuple[Principal, bool]:
+        unverified = peek(token)
+        issuer = unverified.claims.get("iss")
+        if not isinstance(issuer, str):
+            raise token_invalid("the iss claim is missing or not a string")
+        found = self._jwt_issuers.get(issuer)
+        if found is not None:
+            verifier, require_scope = found
+            return await verifier.verify(token, unverified), require_scope
+        if self._service_accounts is not None and is_self_signed(unverified.claims):
+            return await self._service_accounts.verify(token, unverified), False
+        raise token_invalid("the token's issuer is not trusted")
+
+    def check_scopes(self, verified: VerifiedToken) -> None:
+        """PERMISSION_DENIED unless the token's scopes include every required scope."""
+        principal = verified.principal
+        if principal.scopes is None:
+            if verified.require_scope:
+                raise scope_insufficient("the token carries no scope and its issuer requires one")
+            return
+        missing = self._required_scopes - principal.scopes
+        if missing:
+            raise scope_insufficient(f"the token lacks scope(s) {sorted(missing)}")
+
+
+async def _opaque(issuer: OpaqueIssuer, token: str) -> tuple[Principal, bool]:
+    claims = await issuer.check(token)
+    exp = claims.get("exp")
+    expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return principal_from(claims, issuer.rules, expires_at), issuer.require_scope

@@ -1,0 +1,42 @@
+"""Finds the bearer token in a call's metadata: exactly one `authorization: Bearer <token>`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from gateway.errors import credentials_missing, token_invalid
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None, max_token_bytes: int) -> str:
+    """The caller's token, or the UNAUTHENTICATED error Google's APIs answer with."""
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        raise credentials_missing("no authorization header")
+    if len(values) > 1:
+        raise token_invalid("more than one authorization header")
+    header = values[0]
+    if isinstance(header, bytes):
+        raise token_invalid("authorization header is binary")
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        raise credentials_missing("empty authorization header")
+    if scheme.lower() != "bearer":
+        raise credentials_missing("authorization scheme is not Bearer")
+    token = rest.strip()
+    if not token:
+        raise credentials_missing("Bearer without a token")
+    return _checked(token, max_token_bytes)
+
+
+def _checked(token: str, max_token_bytes: int) -> str:
+    if len(token) > max_token_bytes:
+        raise token_invalid(f"token longer than {max_token_bytes} bytes")
+    if " " in token or "," in token:
+        raise token_invalid("more than one token in the authorization header")
+    if not _B64TOKEN.fullmatch(token):
+        raise token_invalid("token has characters a bearer token cannot have")
+    return token

@@ -1,0 +1,87 @@
+"""Small JSON-over-HTTP client for key and token endpoints; blocking I/O runs off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+USER_AGENT = "opsgate"
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class FetchError(Exception):
+    """An endpoint could not be reached or did not answer with usable JSON.
+
+    For an HTTP error answer, `status` is its code and `body` its JSON (None if it had none):
+    some endpoints (Google's tokeninfo) say "bad token" with a 400 and a JSON reason.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def _fetch_sync(
+    url: str,
+    timeout: float,
+    form: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+) -> Any:
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if form is not None else "GET")
+    request.add_header("User-Agent", USER_AGENT)
+    request.add_header("Accept", "application/json")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read(MAX_RESPONSE_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            body = _json_or_none(exc.read(MAX_RESPONSE_BYTES))
+        raise FetchError(
+            f"{_where(url)} answered HTTP {exc.code}", status=exc.code, body=body
+        ) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FetchError(f"{_where(url)} could not be reached: {reason}") from exc
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise FetchError(f"{_where(url)} answered more than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FetchError(f"{_where(url)} did not answer with JSON") from exc
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _where(url: str) -> str:
+    """The URL without its query string, which may carry a token (tokeninfo?access_token=...)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+async def fetch_json(
+    url: str,
+    *,
+    timeout: float = 5.0,
+    form: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
+    """GET (or POST `form` as x-www-form-urlencoded) and parse JSON, in a worker thread.
+
+    Raises FetchError for transport failures, non-2xx answers and bodies that are not JSON;
+    the message names the URL without its query string.
+    """
+    return await asyncio.to_thread(_fetch_sync, url, timeout, form, headers)

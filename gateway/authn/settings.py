@@ -1,0 +1,186 @@
+"""The `authentication` section of the config: issuers, Google token kinds, scopes, caching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gateway.configschema import check_not_empty, check_positive, doc
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+ASYMMETRIC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+)  # fmt: skip
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v3/certs"
+GOOGLE_SA_KEYS_URL = "https://www.googleapis.com/service_accounts/v1/jwk/{email}"
+GOOGLE_TOKENINFO_URL = "https://oauth2.googleapis.com/tokeninfo"
+
+
+def check_algorithms(values: tuple[str, ...]) -> str | None:
+    unsupported = [v for v in values if v not in ASYMMETRIC_ALGORITHMS]
+    if unsupported:
+        return (
+            f"unsupported or unsafe algorithm(s) {unsupported}; "
+            f"allowed: {', '.join(ASYMMETRIC_ALGORITHMS)}"
+        )
+    return None if values else "must list at least one algorithm"
+
+
+def check_some(values: tuple[str, ...]) -> str | None:
+    return None if values else "must list at least one value"
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionConfig:
+    """An RFC 7662 endpoint that vouches for this issuer's opaque access tokens."""
+
+    endpoint: str = field(metadata=doc("introspection endpoint URL", check_not_empty))
+    client_id: str = field(metadata=doc("client id for HTTP Basic authentication"))
+    client_secret_file: Path | None = field(
+        default=None, metadata=doc("file holding the client secret")
+    )
+    client_secret_env: str | None = field(
+        default=None, metadata=doc("environment variable holding the client secret")
+    )
+    cache_ttl_s: float = field(
+        default=300.0, metadata=doc("longest an answer is cached (never past exp)", check_positive)
+    )
+    timeout_s: float = field(default=5.0, metadata=doc("request timeout", check_positive))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """One trusted token issuer: where its keys are, what its tokens must say."""
+
+    issuer: str = field(metadata=doc("the `iss` value, matched exactly", check_not_empty))
+    audiences: tuple[str, ...] = field(
+        metadata=doc("accepted `aud` values (one must match)", check_some)
+    )
+    jwks_uri: str | None = field(default=None, metadata=doc("URL of the issuer's JWKS"))
+    jwks_file: Path | None = field(default=None, metadata=doc("local JWKS file"))
+    discovery: bool = field(
+        default=False, metadata=doc("find jwks_uri by OIDC discovery from the issuer URL")
+    )
+    algorithms: tuple[str, ...] = field(
+        default=ASYMMETRIC_ALGORITHMS,
+        metadata=doc("accepted JWS algorithms (asymmetric only)", check_algorithms),
+    )
+    clock_skew_s: float = field(
+        default=30.0,
+        metadata=doc(
+            "leeway for exp, nbf and iat", lambda v: None if v >= 0 else "must be 0 or more"
+        ),
+    )
+    max_lifetime_s: float = field(
+        default=86400.0, metadata=doc("longest accepted exp - iat", check_positive)
+    )
+    principal_claim: Literal["email", "sub"] = field(
+        default="email", metadata=doc("claim naming the principal: email or sub")
+    )
+    subject_prefix: str | None = field(
+        default=None,
+        metadata=doc("member prefix for `sub` principals; default principal://HOST/subject/"),
+    )
+    groups_claim: str | None = field(
+        default=None, metadata=doc("claim listing the caller's group emails")
+    )
+    require_email_verified: bool = field(
+        default=True, metadata=doc("refuse email principals whose email_verified is false")
+    )
+    require_scope: bool = field(
+        default=False, metadata=doc("refuse this issuer's tokens that carry no scope at all")
+    )
+    jwks_ttl_s: float = field(
+        default=300.0, metadata=doc("how long fetched keys are fresh", check_positive)
+    )
+    jwks_min_refresh_interval_s: float = field(
+        default=30.0,
+        metadata=doc("least time between key refetches (unknown kid)", check_positive),
+    )
+    jwks_stale_grace_s: float = field(
+        default=3600.0,
+        metadata=doc("how long known keys keep working while the key endpoint is down"),
+    )
+    introspection: IntrospectionConfig | None = field(
+        default=None, metadata=doc("verify this issuer's opaque tokens by RFC 7662")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleIdTokenConfig:
+    """Google-signed ID tokens (iss accounts.google.com)."""
+
+    audiences: tuple[str, ...] = field(metadata=doc("accepted `aud` values", check_some))
+    certs_url: str = field(default=GOOGLE_CERTS_URL, metadata=doc("Google's JWKS URL"))
+    groups_claim: str | None = field(default=None, metadata=doc("claim listing group emails"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountJwtConfig:
+    """Self-signed service-account JWTs (iss == sub == the service account's email)."""
+
+    audiences: tuple[str, ...] = field(
+        default=(), metadata=doc("accepted `aud` values; tokens may carry `scope` instead")
+    )
+    keys_url: str = field(
+        default=GOOGLE_SA_KEYS_URL, metadata=doc("JWKS URL template with {email}")
+    )
+    allowed: tuple[str, ...] = field(
+        default=(), metadata=doc("only these service accounts (empty: any)")
+    )
+    max_lifetime_s: float = field(
+        default=3600.0, metadata=doc("longest accepted exp - iat", check_positive)
+    )
+    new_accounts_per_minute: int = field(
+        default=60, metadata=doc("most key lookups for unseen accounts per minute", check_positive)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleAccessTokenConfig:
+    """Google OAuth access tokens (ya29.), checked with Google's tokeninfo endpoint."""
+
+    tokeninfo_url: str = field(default=GOOGLE_TOKENINFO_URL, metadata=doc("tokeninfo URL"))
+    audiences: tuple[str, ...] = field(
+        default=(), metadata=doc("accepted `aud`/`azp` client ids (empty: any)")
+    )
+    cache_ttl_s: float = field(
+        default=300.0, metadata=doc("longest an answer is cached (never past exp)", check_positive)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthnSettings:
+    """How callers prove who they are."""
+
+    issuers: tuple[IssuerConfig, ...] = field(default=(), metadata=doc("trusted JWT issuers"))
+    google_id_tokens: GoogleIdTokenConfig | None = field(
+        default=None, metadata=doc("accept Google ID tokens")
+    )
+    service_account_jwts: ServiceAccountJwtConfig | None = field(
+        default=None, metadata=doc("accept self-signed service-account JWTs")
+    )
+    google_access_tokens: GoogleAccessTokenConfig | None = field(
+        default=None, metadata=doc("accept Google OAuth access tokens (ya29.)")
+    )
+    required_scopes: tuple[str, ...] = field(
+        default=(CLOUD_PLATFORM_SCOPE,),
+        metadata=doc("scopes a token that carries scopes must include"),
+    )
+    max_token_bytes: int = field(
+        default=16 * 1024, metadata=doc("longer tokens are refused as invalid", check_positive)
+    )
+    token_cache_size: int = field(
+        default=10000, metadata=doc("verified tokens remembered (by hash)", check_positive)
+    )
+    token_cache_max_ttl_s: float = field(
+        default=3600.0, metadata=doc("longest a verified token is remembered", check_positive)
+    )
+    forward_authorization: bool = field(
+        default=False, metadata=doc("pass the caller's authorization header to the upstream")
+    )
+    identity_header: str | None = field(
+        default="x-opsgate-principal",
+        metadata=doc("header carrying the verified principal to the upstream"),
+    )

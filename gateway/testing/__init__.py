@@ -1,0 +1,1 @@
+"""Helpers shipped for tests and demos: signing keys, JWKS documents and real signed tokens."""
