@@ -69,11 +69,46 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthzSettings:
+    """Which policy decides calls, and how calls map to permissions."""
+
+    policy_file: Path = field(metadata=doc("the IAM-shaped policy file (YAML or JSON)"))
+    profile: str = field(
+        default="contactcenterinsights",
+        metadata=doc("built-in service profile mapping methods to permissions"),
+    )
+    profile_file: Path | None = field(
+        default=None, metadata=doc("a custom service profile (YAML); overrides `profile`")
+    )
+    allow_anonymous: bool = field(
+        default=False,
+        metadata=doc("admit calls with no credentials as anonymous (only allUsers matches them)"),
+    )
+    decision_cache_size: int = field(
+        default=100000, metadata=doc("decisions remembered per policy version", check_positive)
+    )
+    reload_interval_s: float = field(
+        default=2.0,
+        metadata=doc("how often the policy file is checked for changes; 0 disables watching"),
+    )
+    dry_run_policy_file: Path | None = field(
+        default=None,
+        metadata=doc("a candidate policy evaluated alongside; differences go to audit records"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `opsgate serve` needs; built once, never mutated."""
 
-    upstream: UpstreamSettings = field(metadata=doc("the upstream Operations server"))
     authentication: AuthnSettings = field(metadata=doc("how callers prove who they are"))
+    authorization: AuthzSettings = field(metadata=doc("which policy decides calls"))
+    upstream: UpstreamSettings | None = field(
+        default=None,
+        metadata=doc(
+            "the upstream Operations server (required by `serve`, unused in library mode)"
+        ),
+    )
     listen: str = field(
         default="127.0.0.1:8080",
         metadata=doc("HOST:PORT the gateway listens on", check_host_port),
@@ -97,11 +132,25 @@ class Settings:
         default="info", metadata=doc("operational log level")
     )
 
+    @property
+    def forwarding(self) -> UpstreamSettings:
+        """The upstream, for `serve` (load_settings has ensured it is there)."""
+        if self.upstream is None:
+            raise ConfigError("<config>", "upstream", "is required to forward calls")
+        return self.upstream
+
 
 def load_settings(
-    path: Path | None, *, listen: str | None = None, upstream: str | None = None
+    path: Path | None,
+    *,
+    listen: str | None = None,
+    upstream: str | None = None,
+    require_upstream: bool = True,
 ) -> Settings:
-    """Build Settings from an optional config file, then apply flag overrides."""
+    """Build Settings from an optional config file, then apply flag overrides.
+
+    Library mode loads with require_upstream=False: the chain runs inside the team's server.
+    """
     source = str(path) if path is not None else "<flags>"
     data: Any = load_file(path) if path is not None else LineMap(1)
     if data is None:
@@ -120,13 +169,15 @@ def load_settings(
         data["listen"] = listen
     base = path.parent if path is not None else Path.cwd()
     settings: Settings = Binder(source, base).bind(Settings, data, "")
+    if require_upstream and settings.upstream is None:
+        raise ConfigError(source, "upstream", "is required", data.line)
     check_consistency(settings, source)
     return settings
 
 
 def check_consistency(settings: Settings, source: str) -> None:
     _check_authentication(settings.authentication, source)
-    tls = settings.upstream.tls
+    tls = settings.upstream.tls if settings.upstream is not None else None
     if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
         raise ConfigError(source, "upstream.tls", "cert_file and key_file must be given together")
     server_tls = settings.tls

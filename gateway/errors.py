@@ -180,3 +180,16 @@ def verification_unavailable(detail: str) -> Unavailable:
         reason="AUTHENTICATION_BACKEND_UNAVAILABLE",
         log_detail=detail,
     )
+
+
+def permission_denied(
+    permission: str, resource: str, service: str, detail: str
+) -> PermissionDenied:
+    """IAM's denial, identical whether or not the resource exists (no existence oracle)."""
+    return PermissionDenied(
+        f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
+        reason="IAM_PERMISSION_DENIED",
+        domain=service,
+        metadata={"permission": permission, "resource": resource},
+        log_detail=detail,
+    )

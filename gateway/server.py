@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
 
-from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
-from gateway.interceptors.chain import build_chain
 from gateway.interceptors.outcome import OutcomeSink
 from gateway.observability.health import add_health_service, mark_serving
+from gateway.pipeline import Pipeline, build_pipeline
 from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 
@@ -30,14 +29,22 @@ class Gateway:
     server: grpc.aio.Server
     channel: grpc.aio.Channel
     health: health.aio.HealthServicer
-    authn: AuthnRuntime
+    pipeline: Pipeline
     port: int
     host: str
     background: tuple[asyncio.Task[None], ...] = ()
+    _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def reload_policies(self) -> None:
+        """SIGHUP: reload the enforced policy and any dry-run candidate now."""
+        for reloader in self.pipeline.reloaders:
+            task = asyncio.create_task(reloader.reload())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
 
     async def stop(self, grace: float | None) -> None:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
@@ -82,25 +89,29 @@ async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) 
     lazily and keys are fetched in the background, so the gateway starts while either is
     down (calls get UNAVAILABLE until they are back).
     """
-    authn = build_authn(settings.authentication)
-    channel = open_channel(settings.upstream, settings.max_message_bytes)
-    chain = build_chain(authn.authenticator, sink)
-    server = grpc.aio.server(interceptors=chain, options=server_options(settings))
+    pipeline = build_pipeline(settings, sink)
+    channel = open_channel(settings.forwarding, settings.max_message_bytes)
+    server = grpc.aio.server(interceptors=pipeline.chain, options=server_options(settings))
     headers = UpstreamHeaders(
         forward_authorization=settings.authentication.forward_authorization,
         identity_header=settings.authentication.identity_header,
     )
     server.add_generic_rpc_handlers(
-        (UpstreamForwarder(channel, settings.upstream.target, headers),)
+        (UpstreamForwarder(channel, settings.forwarding.target, headers),)
     )
     servicer = add_health_service(server)
     port = _bind(server, settings)
     await server.start()
     await mark_serving(servicer)
-    prefetch = asyncio.create_task(authn.prefetch(), name="opsgate-key-prefetch")
+    background = [asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch")]
+    if settings.authorization.reload_interval_s > 0:
+        background += [
+            asyncio.create_task(reloader.watch(), name=f"opsgate-watch-{reloader.path.name}")
+            for reloader in pipeline.reloaders
+        ]
     host = settings.listen.rpartition(":")[0]
-    log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.upstream.target)
-    return Gateway(server, channel, servicer, authn, port, host, (prefetch,))
+    log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.forwarding.target)
+    return Gateway(server, channel, servicer, pipeline, port, host, tuple(background))
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
@@ -126,6 +137,7 @@ async def serve_until_signalled(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_policies)
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
     await gateway.stop(settings.shutdown_grace_s)

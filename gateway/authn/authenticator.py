@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.authn.bearer import bearer_token
-from gateway.authn.claims import PrincipalRules, principal_from
+from gateway.authn.claims import PrincipalRules, audiences, principal_from
 from gateway.authn.jwt_verifier import JwtVerifier, is_self_signed, peek
 from gateway.authn.principal import Principal
 from gateway.authn.token_cache import VerifiedTokenCache
@@ -40,6 +40,8 @@ class OpaqueIssuer:
     check: OpaqueCheck
     rules: PrincipalRules
     require_scope: bool = False
+    # When the answer names audiences (RFC 7662 `aud`), one must be among these.
+    audiences: frozenset[str] = frozenset()
 
 
 class Authenticator:
@@ -73,18 +75,25 @@ class Authenticator:
         cached = self._cache.get(token)
         if cached is not None:
             return cached
-        principal, require_scope = await self._verify(token)
+        principal, require_scope, self_cached = await self._verify(token)
         verified = VerifiedToken(principal, require_scope)
-        self._cache.put(token, verified, principal.expires_at)
+        if not self_cached:
+            self._cache.put(token, verified, principal.expires_at)
         return verified
 
-    async def _verify(self, token: str) -> tuple[Principal, bool]:
+    async def _verify(self, token: str) -> tuple[Principal, bool, bool]:
+        """(principal, require_scope, whether the verifier caches its own answers).
+
+        Opaque-token checks keep their own caches, bounded by their `cache_ttl_s` so that a
+        revoked token stops working within it; remembering them here too would outlive that.
+        """
         if token.startswith(GOOGLE_ACCESS_TOKEN_PREFIX):
             if self._google_access_tokens is None:
                 raise token_type_unsupported("Google access tokens are not accepted here")
             return await _opaque(self._google_access_tokens, token)
         if "." in token:
-            return await self._verify_jwt(token)
+            principal, require_scope = await self._verify_jwt(token)
+            return principal, require_scope, False
         if not self._opaque_issuers:
             raise token_type_unsupported("opaque token and no introspection endpoint configured")
         failure: Unauthenticated | None = None
@@ -121,8 +130,14 @@ class Authenticator:
             raise scope_insufficient(f"the token lacks scope(s) {sorted(missing)}")
 
 
-async def _opaque(issuer: OpaqueIssuer, token: str) -> tuple[Principal, bool]:
+async def _opaque(issuer: OpaqueIssuer, token: str) -> tuple[Principal, bool, bool]:
     claims = await issuer.check(token)
+    if (
+        issuer.audiences
+        and "aud" in claims
+        and not issuer.audiences.intersection(audiences(claims))
+    ):
+        raise token_invalid("the introspected aud names none of the accepted audiences")
     exp = claims.get("exp")
     expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
-    return principal_from(claims, issuer.rules, expires_at), issuer.require_scope
+    return principal_from(claims, issuer.rules, expires_at), issuer.require_scope, True

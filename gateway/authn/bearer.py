@@ -40,3 +40,8 @@ def _checked(token: str, max_token_bytes: int) -> str:
     if not _B64TOKEN.fullmatch(token):
         raise token_invalid("token has characters a bearer token cannot have")
     return token
+
+
+def has_authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+    """Whether the caller sent any authorization header at all (anonymous calls send none)."""
+    return any(key == "authorization" for key, _ in metadata or ())

@@ -135,7 +135,9 @@ def _introspection(config: IssuerConfig) -> OpaqueIssuer | None:
         )
     )
     rules = _principal_rules(config, "introspection")
-    return OpaqueIssuer(verifier.introspect, rules, config.require_scope)
+    return OpaqueIssuer(
+        verifier.introspect, rules, config.require_scope, frozenset(config.audiences)
+    )
 
 
 def _google_access(config: GoogleAccessTokenConfig) -> OpaqueIssuer:

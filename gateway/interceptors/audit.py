@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -50,14 +51,14 @@ class AuditStage(Stage):
         sink = self._sink
 
         async def audited(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = CallState(method)
+            call = _call_state(method, context)
             token = current_call.set(call)
-            code, message, detail = grpc.StatusCode.OK, "", ""
+            code, message, detail, reason = grpc.StatusCode.OK, "", "", None
             try:
                 return await behavior(request, context)
             except CallFailure as failure:
                 code, message = failure.code, failure.message
-                detail = failure.log_detail
+                detail, reason = failure.log_detail, getattr(failure, "reason", None)
                 await context.abort(code, message, failure.trailing_metadata())
             except asyncio.CancelledError:
                 code, message = _cancellation(context)
@@ -73,7 +74,7 @@ class AuditStage(Stage):
             finally:
                 current_call.reset(token)
                 latency = time.perf_counter() - call.started
-                sink.record(CallOutcome(call, code, message, latency, detail))
+                sink.record(CallOutcome(call, code, message, latency, detail, reason))
 
         return audited
 
@@ -81,12 +82,30 @@ class AuditStage(Stage):
         sink = self._sink
 
         async def unimplemented(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-            call = CallState(method)
+            call = _call_state(method, context)
             code, message = grpc.StatusCode.UNIMPLEMENTED, UNIMPLEMENTED_MESSAGE
             sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
             await context.abort(code, message)
 
         return unimplemented
+
+
+def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
+    user_agent = next(
+        (value for key, value in context.invocation_metadata() or () if key == "user-agent"), None
+    )
+    return CallState(method, peer=_caller_ip(context.peer()), user_agent=user_agent)
+
+
+def _caller_ip(peer: str | None) -> str | None:
+    """'ipv4:127.0.0.1:5555' -> '127.0.0.1'; 'ipv6:[::1]:5555' -> '::1'."""
+    if not peer:
+        return None
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = urllib.parse.unquote(address).rpartition(":")[0]  # grpc writes [::1] as %5B::1%5D
+    return host.strip("[]") or None
 
 
 def _cancellation(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from gateway.authn.authenticator import Authenticator
+from gateway.authn.bearer import has_authorization
 from gateway.interceptors.call import current_call
 from gateway.interceptors.stage import Behavior, Stage
 
@@ -17,16 +18,27 @@ class AuthnStage(Stage):
 
     name = "authn"
 
-    def __init__(self, applies: Callable[[str], bool], authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        applies: Callable[[str], bool],
+        authenticator: Authenticator,
+        *,
+        allow_anonymous: bool = False,
+    ) -> None:
         super().__init__(applies)
         self._authenticator = authenticator
+        self._allow_anonymous = allow_anonymous
 
     def wrap(self, behavior: Behavior, method: str) -> Behavior:
         verify = self._authenticator.verify
         check_scopes = self._authenticator.check_scopes
+        allow_anonymous = self._allow_anonymous
 
         async def authenticated(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            verified = await verify(context.invocation_metadata())
+            metadata = context.invocation_metadata()
+            if allow_anonymous and not has_authorization(metadata):
+                return await behavior(request, context)  # anonymous: principal stays None
+            verified = await verify(metadata)
             current_call.get().principal = verified.principal
             check_scopes(verified)
             return await behavior(request, context)

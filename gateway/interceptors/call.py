@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.authn.principal import Principal
+    from gateway.authorizer import Verdict
+    from gateway.profile import RequiredAccess
 
 
 @dataclass(slots=True)
@@ -19,9 +21,14 @@ class CallState:
     method: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)
+    peer: str | None = None
+    user_agent: str | None = None
     principal: Principal | None = None
     resource_name: str | None = None
     request: Any = None
+    access: RequiredAccess | None = None  # the permission the call needs, once routed
+    verdict: Verdict | None = None  # the policy decision (and any dry-run difference)
 
 
 current_call: contextvars.ContextVar[CallState] = contextvars.ContextVar("opsgate_call")

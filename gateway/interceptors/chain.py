@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.authn.authenticator import Authenticator
+from gateway.authorizer import Authorizer
 from gateway.interceptors.audit import AuditStage
 from gateway.interceptors.authn import AuthnStage
+from gateway.interceptors.authz import AuthzStage
 from gateway.interceptors.outcome import AccessLogSink, OutcomeSink
-from gateway.interceptors.passthrough import PassThroughStage
 from gateway.interceptors.route import RouteStage
 from gateway.interceptors.stage import Stage
+from gateway.profile import ServiceProfile
 from gateway.routing import SERVICE_PREFIX
 
 # First = outermost. grpc.aio runs interceptors in list order around the handler.
@@ -30,14 +32,18 @@ def is_exempt(method: str) -> bool:
 
 def build_chain(
     authenticator: Authenticator,
+    authorizer: Authorizer,
+    profile: ServiceProfile,
+    *,
     sink: OutcomeSink | None = None,
+    allow_anonymous: bool = False,
     applies: Callable[[str], bool] = is_operations_method,
 ) -> list[Stage]:
     """The stages in CHAIN_ORDER, ready for grpc.aio.server(interceptors=...)."""
     stages: dict[str, Stage] = {
         "audit": AuditStage(applies, is_exempt, sink or AccessLogSink()),
-        "authn": AuthnStage(applies, authenticator),
-        "route": RouteStage(applies),
-        "authz": PassThroughStage("authz"),
+        "authn": AuthnStage(applies, authenticator, allow_anonymous=allow_anonymous),
+        "route": RouteStage(applies, profile),
+        "authz": AuthzStage(applies, authorizer),
     }
     return [stages[name] for name in CHAIN_ORDER]

@@ -21,6 +21,7 @@ class CallOutcome:
     message: str
     latency_s: float
     detail: str = ""  # why, in our words (RpcError.log_detail); never token material
+    reason: str | None = None  # the ErrorInfo reason the caller was given, if any
 
 
 class OutcomeSink(Protocol):

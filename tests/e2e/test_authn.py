@@ -29,6 +29,7 @@ from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
 from tests.support.idp import LocalIdp, local_idp
 from tests.support.loop_thread import LoopThread
+from tests.support.stack import FULL_PROFILE, OPEN_POLICY
 
 ISSUER = "https://idp.authn.test"
 AUDIENCE = "opsgate-authn"
@@ -64,6 +65,12 @@ class AuthnWorld:
         return len(self.upstream.calls())
 
 
+def _open_policy(tmp: Path) -> Path:
+    path = tmp / "policy.yaml"
+    path.write_text(OPEN_POLICY)
+    return path
+
+
 def _config(tmp: Path, idp: LocalIdp, upstream: str, **issuer: Any) -> Path:
     fields = {"jwks_min_refresh_interval_s": 30, **issuer}
     extra = "".join(f"      {key}: {json.dumps(value)}\n" for key, value in fields.items())
@@ -73,6 +80,7 @@ def _config(tmp: Path, idp: LocalIdp, upstream: str, **issuer: Any) -> Path:
         "authentication:\n  issuers:\n"
         f"    - issuer: {ISSUER}\n      audiences: [{AUDIENCE}, other-audience]\n"
         f"      jwks_uri: {idp.url('/jwks')}\n      max_lifetime_s: 3600\n{extra}"
+        f"authorization:\n  policy_file: {_open_policy(tmp)}\n  profile_file: {FULL_PROFILE}\n"
     )
     return path
 

@@ -76,6 +76,7 @@ def test_signal_drains_in_flight_calls_then_exits_zero(
         config.write_text(
             f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n"
             + identity.issuer_yaml()
+            + identity.policy_yaml()
         )
         process = _opsgate("serve", "--config", str(config))
         try:
@@ -104,6 +105,7 @@ def test_grace_period_bounds_the_drain(
         config.write_text(
             f"listen: 127.0.0.1:0\nshutdown_grace_s: 0.5\nupstream:\n  target: {upstream.address}\n"
             + identity.issuer_yaml()
+            + identity.policy_yaml()
         )
         process = _opsgate("serve", "--config", str(config))
         try:
@@ -136,7 +138,11 @@ def test_config_error_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
 def test_port_in_use_is_a_clear_error(loop: LoopThread, tmp_path: Path, identity: Identity) -> None:
     config = tmp_path / "opsgate.yaml"
     with _upstream(loop) as upstream:
-        config.write_text(f"upstream:\n  target: {upstream.address}\n" + identity.issuer_yaml())
+        config.write_text(
+            f"upstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
+            + identity.policy_yaml()
+        )
         process = _opsgate("serve", "--config", str(config), "--listen", upstream.address)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
@@ -147,7 +153,7 @@ def test_demo_runs_and_exits_zero() -> None:
     process = _opsgate("demo")
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
-    assert "12 of 12 calls behaved as expected." in stdout
+    assert "18 of 18 calls behaved as expected." in stdout
     for shown in (
         "NOT_FOUND",
         "INVALID_ARGUMENT",
@@ -157,5 +163,7 @@ def test_demo_runs_and_exits_zero() -> None:
         "JWT_TOKEN_INVALID",
         "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
         "user:alice@acme.example",
+        "IAM_PERMISSION_DENIED",
+        "RESOURCE_NAME_INVALID",
     ):
         assert shown in stdout

@@ -77,13 +77,16 @@ def test_remaining_deadline_and_metadata_are_relayed_exactly(loop, identity: Ide
                 async with grpc.aio.insecure_channel(gateway.address) as channel:
                     stub = operations_pb2_grpc.OperationsStub(channel)
                     call = stub.GetOperation(
-                        operations_pb2.GetOperationRequest(name="x"), timeout=7, metadata=auth
+                        operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/x"),
+                        timeout=7,
+                        metadata=auth,
                     )
                     await call
                     assert tuple(await call.initial_metadata()) == INITIAL
                     assert tuple(await call.trailing_metadata()) == TRAILING
                     await stub.GetOperation(
-                        operations_pb2.GetOperationRequest(name="x"), metadata=auth
+                        operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/x"),
+                        metadata=auth,
                     )
             finally:
                 await gateway.stop(0)
@@ -106,7 +109,7 @@ def test_deadline_on_a_slow_upstream_cancels_it(loop, identity: Identity) -> Non
                     stub = operations_pb2_grpc.OperationsStub(channel)
                     with pytest.raises(grpc.aio.AioRpcError) as err:
                         await stub.GetOperation(
-                            operations_pb2.GetOperationRequest(name="slow"),
+                            operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/slow"),
                             timeout=0.3,
                             metadata=auth,
                         )

@@ -25,7 +25,7 @@ class ProbeServicer(operations_pb2_grpc.OperationsServicer):
         self.deadlines.append(context.time_remaining())
         await context.send_initial_metadata(INITIAL)
         context.set_trailing_metadata(TRAILING)
-        if request.name == "slow":
+        if request.name.endswith("/slow"):
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:

@@ -22,6 +22,23 @@ from tests.support.loop_thread import LoopThread
 
 ISSUER = "https://idp.opsgate.test"
 AUDIENCE = "opsgate-tests"
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
+FULL_PROFILE = Path(__file__).resolve().parent / "full_profile.yaml"
+# With FULL_PROFILE, lets every caller do anything under projects/acme, so that tests about
+# forwarding are not about policy.
+OPEN_POLICY = """
+allow:
+  - resource: projects/acme
+    bindings:
+      - role: roles/contactcenterinsights.admin
+        members: [allAuthenticatedUsers]
+      - role: projects/acme/roles/deleter
+        members: [allAuthenticatedUsers]
+roles:
+  - name: projects/acme/roles/deleter
+    title: Deletes operations
+    includedPermissions: [contactcenterinsights.operations.delete]
+"""
 
 
 @dataclass
@@ -47,8 +64,18 @@ class Identity:
             f"    - issuer: {ISSUER}\n"
             f"      audiences: [{AUDIENCE}]\n"
             f"      jwks_file: {self.jwks_file}\n"
+            "      groups_claim: groups\n"
             f"{extra}"
         )
+
+    def policy_yaml(self, policy: Path | None = None) -> str:
+        """The `authorization:` section; without `policy`, one that lets any caller do anything
+        under projects/acme (the forwarding tests' resources)."""
+        if policy is None:
+            policy = self.directory / "open-policy.yaml"
+            policy.write_text(OPEN_POLICY)
+            return f"authorization:\n  policy_file: {policy}\n  profile_file: {FULL_PROFILE}\n"
+        return f"authorization:\n  policy_file: {policy}\n"
 
 
 def make_identity(directory: Path) -> Identity:
@@ -57,12 +84,14 @@ def make_identity(directory: Path) -> Identity:
     return identity
 
 
-def gateway_settings(upstream_address: str, identity: Identity, extra_yaml: str = "") -> Settings:
+def gateway_settings(
+    upstream_address: str, identity: Identity, policy: Path | None = None
+) -> Settings:
     """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`."""
     path = identity.directory / "opsgate.yaml"
     path.write_text(
         f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
-        f"{identity.issuer_yaml()}{extra_yaml}"
+        f"{identity.issuer_yaml()}{identity.policy_yaml(policy)}"
     )
     return load_settings(path)
 
@@ -91,10 +120,13 @@ class Stack:
 
 
 @contextmanager
-def running_stack(loop: LoopThread, identity: Identity, *, seed: bool = True) -> Iterator[Stack]:
+def running_stack(
+    loop: LoopThread, identity: Identity, *, seed: bool = True, policy: Path | None = None
+) -> Iterator[Stack]:
     upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=seed))
     sink = MemorySink()
-    gateway = loop.run(start_gateway(gateway_settings(upstream.address, identity), sink=sink))
+    settings = gateway_settings(upstream.address, identity, policy)
+    gateway = loop.run(start_gateway(settings, sink=sink))
     raw_channel = grpc.insecure_channel(gateway.address)
     upstream_channel = grpc.insecure_channel(upstream.address)
     try:

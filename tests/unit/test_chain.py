@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.authn.factory import build_authn
-from gateway.authn.settings import AuthnSettings, IssuerConfig
-from gateway.interceptors.chain import CHAIN_ORDER, build_chain
+from gateway.config import load_settings
+from gateway.interceptors.chain import CHAIN_ORDER
+from gateway.pipeline import build_pipeline
+from tests.support.stack import EXAMPLE_POLICY
 
 
 def test_chain_order_is_audit_authn_route_authz(tmp_path: Path) -> None:
-    issuer = IssuerConfig(issuer="https://i", audiences=("a",), jwks_file=tmp_path / "jwks.json")
-    authn = build_authn(AuthnSettings(issuers=(issuer,)))
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    config = tmp_path / "opsgate.yaml"
+    config.write_text(
+        "authentication:\n  issuers:\n    - issuer: https://i\n      audiences: [a]\n"
+        "      jwks_file: jwks.json\n"
+        f"authorization:\n  policy_file: {EXAMPLE_POLICY}\n"
+    )
+    pipeline = build_pipeline(load_settings(config, require_upstream=False))
     assert CHAIN_ORDER == ("audit", "authn", "route", "authz")
-    assert [stage.name for stage in build_chain(authn.authenticator)] == list(CHAIN_ORDER)
+    assert [stage.name for stage in pipeline.chain] == list(CHAIN_ORDER)

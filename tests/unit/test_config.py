@@ -22,13 +22,22 @@ authentication:
 """
 
 
+AUTHORIZATION = """
+authorization:
+  policy_file: policy.yaml
+"""
+
+
 def _write(tmp_path: Path, text: str) -> Path:
-    """Write a config; a valid authentication section is appended unless the text has one."""
+    """Write a config; valid authentication and authorization sections are appended unless the
+    text has its own (appended at the end, so the lines the cases expect do not move)."""
     (tmp_path / "jwks.json").write_text('{"keys": []}')
+    (tmp_path / "policy.yaml").write_text("allow: []\n")
+    if not text.startswith("-"):
+        text += "" if "authentication" in text else AUTHENTICATION
+        text += "" if "authorization" in text else AUTHORIZATION
     path = tmp_path / "opsgate.yaml"
-    path.write_text(
-        text if "authentication" in text or text.startswith("-") else text + AUTHENTICATION
-    )
+    path.write_text(text)
     return path
 
 

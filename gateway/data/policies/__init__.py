@@ -1,0 +1,1 @@
+"""Policies shipped with opsgate: the example the demo runs with."""

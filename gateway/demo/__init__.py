@@ -1,0 +1,89 @@
+"""`opsgate demo`: reference upstream and gateway in one process, sample calls, what happened."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from google.longrunning import operations_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway.config import load_settings
+from gateway.demo.identity import DEMO_ISSUER, DemoIdentity
+from gateway.demo.steps import CANCEL_US, STEPS, Client, Step
+from gateway.interceptors.outcome import CallOutcome, MemorySink
+from gateway.reference_upstream import start_reference_upstream
+from gateway.server import start_gateway
+
+
+async def run_demo(out: TextIO) -> int:
+    """Run every step through a real gateway; return 0 when each ended as expected."""
+    with tempfile.TemporaryDirectory(prefix="opsgate-demo-") as directory:
+        identity = DemoIdentity(Path(directory))
+        upstream = await start_reference_upstream("127.0.0.1:0", seed=True)
+        upstream.store.create(CANCEL_US, finish_after=3600)
+        sink = MemorySink()
+        gateway = await start_gateway(
+            load_settings(identity.write_config(upstream.address)), sink=sink
+        )
+        print(f"reference upstream on {upstream.address}; opsgate on {gateway.address}", file=out)
+        print(f"trusting issuer {DEMO_ISSUER}; policy: the example policy (policies/)", file=out)
+        print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
+        try:
+            failures = await _run_steps(gateway.address, identity, out)
+        finally:
+            await gateway.stop(0)
+            await upstream.stop(0)
+    _print_trail(sink.outcomes(), out)
+    print(f"\n{len(STEPS) - failures} of {len(STEPS)} calls behaved as expected.", file=out)
+    return 1 if failures else 0
+
+
+async def _run_steps(address: str, identity: DemoIdentity, out: TextIO) -> int:
+    failures = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = operations_pb2_grpc.OperationsStub(channel)
+        for number, step in enumerate(STEPS, 1):
+            client = Client(stub, channel, identity.metadata(step.caller))
+            code, detail = await _attempt(step, client)
+            ok = code == step.expected
+            failures += not ok
+            mark = "ok " if ok else "FAIL"
+            print(f"{number:>2}. [{mark}] {step.caller}: {step.title} -> {code.name}", file=out)
+            print(f"           {detail}", file=out)
+    return failures
+
+
+async def _attempt(step: Step, client: Client) -> tuple[grpc.StatusCode, str]:
+    try:
+        return grpc.StatusCode.OK, await step.call(client)
+    except grpc.aio.AioRpcError as err:
+        reason = _reason(err)
+        return err.code(), (err.details() or "") + (f" [{reason}]" if reason else "")
+
+
+def _reason(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+def _print_trail(outcomes: list[CallOutcome], out: TextIO) -> None:
+    print("\nWhat the gateway recorded (one line per call):", file=out)
+    for outcome in outcomes:
+        call = outcome.call
+        who = call.principal.member if call.principal else "(unauthenticated)"
+        method = call.method.rsplit("/", 1)[-1]
+        print(
+            f"  {outcome.code.name:<17} {who:<48} {method:<16} {call.resource_name or '-'}",
+            file=out,
+        )
+        why = call.verdict.decision.reason if call.verdict is not None else outcome.detail
+        if why:
+            print(f"  {'':<17} why: {why}", file=out)

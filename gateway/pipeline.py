@@ -1,0 +1,51 @@
+"""Builds the checks every call goes through from Settings: for the proxy and for library mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from gateway.authn.factory import AuthnRuntime, build_authn
+from gateway.authorizer import Authorizer, PolicyHolder
+from gateway.config import Settings
+from gateway.interceptors.chain import build_chain
+from gateway.interceptors.outcome import OutcomeSink
+from gateway.interceptors.stage import Stage
+from gateway.policy.loader import load_policy
+from gateway.policy_reload import PolicyReloader
+from gateway.profile import ServiceProfile, load_profile
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """The interceptor chain and the parts of it that operators and tests look at."""
+
+    chain: list[Stage]
+    authn: AuthnRuntime
+    policies: PolicyHolder
+    profile: ServiceProfile
+    reloaders: tuple[PolicyReloader, ...]  # enforced policy first, then any dry-run candidate
+
+
+def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipeline:
+    """Load profile and policy (a bad file stops start-up here) and assemble the chain."""
+    authz = settings.authorization
+    profile = load_profile(authz.profile, authz.profile_file)
+    load = partial(load_policy, known_permissions=profile.permissions)
+    policies = PolicyHolder(load(authz.policy_file))
+    reloaders = [PolicyReloader(policies, authz.policy_file, load, authz.reload_interval_s)]
+    candidate = None
+    if authz.dry_run_policy_file is not None:
+        candidate = PolicyHolder(load(authz.dry_run_policy_file))
+        reloaders.append(
+            PolicyReloader(candidate, authz.dry_run_policy_file, load, authz.reload_interval_s)
+        )
+    authn = build_authn(settings.authentication)
+    chain = build_chain(
+        authn.authenticator,
+        Authorizer(policies, authz.decision_cache_size, candidate),
+        profile,
+        sink=sink,
+        allow_anonymous=authz.allow_anonymous,
+    )
+    return Pipeline(chain, authn, policies, profile, tuple(reloaders))

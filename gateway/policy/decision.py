@@ -1,0 +1,53 @@
+"""The outcome of one authorization check: its effect, a one-line reason and the trace behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.policy.model import AccessRequest
+
+
+class Effect(Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    """One binding or deny rule looked at, and what came of it.
+
+    `member` is the binding's or rule's member that matched the caller, as written in the file;
+    `via_group` names the groups between the caller and that member when membership was nested
+    (e.g. "group:tier2@acme.example"), and is None when the caller matched it directly.
+    """
+
+    kind: str  # "deny_rule" | "binding"
+    resource: str
+    role: str | None
+    member: str | None
+    via_group: str | None
+    condition: str | None  # the expression
+    # "absent" | "true" | "false" | "error"; "not evaluated" in a default-deny trace for a
+    # binding whose members did not match (explain() evaluates every condition).
+    condition_result: str
+    source_line: int | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """ALLOW or DENY for one request, with the bindings or rules that decided it."""
+
+    effect: Effect
+    request: AccessRequest
+    reason: str
+    trace: tuple[TraceEntry, ...]
+    policy_etag: str
+    # A condition reading request.time was evaluated: the same request may decide differently
+    # later, so this decision must not be cached.
+    time_dependent: bool
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW

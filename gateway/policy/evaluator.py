@@ -1,0 +1,472 @@
+"""Decides one request against a Policy: deny rules first, then bindings, else deny. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from gateway.policy.conditions import ConditionContext, ConditionEvaluationError
+from gateway.policy.decision import Decision, Effect, TraceEntry
+from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
+from gateway.policy.members import CallerKeys, caller_keys
+from gateway.policy.model import AccessRequest, Binding, Caller, Condition, DenyRule, Policy
+from gateway.policy.roles import normalize_permission
+
+_FULL_NAME_PREFIX = "//"
+
+# resource.type for conditions, by the last collection of the resource name.
+_TYPES = {
+    "locations": "Location",
+    "authorizedViewSets": "AuthorizedViewSet",
+    "authorizedViews": "AuthorizedView",
+    "operations": "Operation",
+}
+
+
+def resource_chain(resource: str) -> tuple[str, ...]:
+    """The resource and its ancestors, root first: every prefix ending at a resource id.
+
+    "projects/p/locations/l/operations/o" gives projects/p, projects/p/locations/l and itself.
+    A full name (//SERVICE/projects/...) is read as its relative name.
+    """
+    if resource.startswith(_FULL_NAME_PREFIX):
+        slash = resource.find("/", 2)
+        resource = resource[slash + 1 :] if slash > 0 else ""
+    if _has_unusable_segment(resource):
+        # Empty, "." and ".." segments would let a name borrow an ancestor it does not have
+        # (".../operations/op1/../op2"); such a name has no ancestors, so only default deny.
+        return ()
+    chain: list[str] = []
+    count = 0
+    position = resource.find("/")
+    while position >= 0:
+        count += 1
+        if count % 2 == 0:
+            chain.append(resource[:position])
+        position = resource.find("/", position + 1)
+    if count % 2 == 1:
+        chain.append(resource)
+    return tuple(chain)
+
+
+def _has_unusable_segment(resource: str) -> bool:
+    # The substring tests are cheap and almost always false; only then split.
+    suspicious = (
+        "//" in resource
+        or "/." in resource
+        or resource.startswith(("/", "."))
+        or resource.endswith("/")
+    )
+    return suspicious and any(part in ("", ".", "..") for part in resource.split("/"))
+
+
+class _Conditions:
+    """Evaluates conditions for one request, building the context only if one is needed."""
+
+    __slots__ = ("_context", "_now", "_permission", "_resource", "time_dependent")
+
+    def __init__(self, resource: str, permission: str, now: datetime) -> None:
+        self._resource = resource
+        self._permission = permission
+        self._now = now
+        self._context: ConditionContext | None = None
+        self.time_dependent = False
+
+    def evaluate(self, condition: Condition | None) -> tuple[str, str]:
+        """("absent" | "true" | "false" | "error", detail)."""
+        if condition is None:
+            return "absent", ""
+        if self._context is None:
+            self._context = _condition_context(self._resource, self._permission, self._now)
+        compiled = condition.compiled
+        if compiled.uses_time:
+            self.time_dependent = True
+        try:
+            result = compiled.evaluate(self._context)
+        except ConditionEvaluationError as exc:
+            return "error", str(exc)
+        return ("true" if result else "false"), ""
+
+
+def _condition_context(resource: str, permission: str, now: datetime) -> ConditionContext:
+    service = f"{permission.partition('.')[0]}.googleapis.com"
+    parts = resource.split("/")
+    collection = parts[-2] if len(parts) >= 2 and len(parts) % 2 == 0 else ""
+    if collection == "projects":
+        kind = "cloudresourcemanager.googleapis.com/Project"
+    elif collection in _TYPES:
+        kind = f"{service}/{_TYPES[collection]}"
+    else:
+        kind = ""
+    return ConditionContext(
+        resource_name=resource, request_time=now, resource_type=kind, resource_service=service
+    )
+
+
+def _keys_for(index: PolicyIndex, caller: Caller) -> CallerKeys:
+    return caller_keys(
+        caller.member,
+        caller.email,
+        caller.email_verified,
+        caller.hosted_domain,
+        caller.groups,
+        caller.authenticated,
+        index.group_closure,
+    )
+
+
+def _deny_candidates(index: PolicyIndex, permission: str, chain: tuple[str, ...]) -> list[DenyRule]:
+    """Deny rules on the chain whose denied permissions include `permission`, in file order."""
+    found: list[DenyRule] = []
+    exact = index.deny_exact.get(permission)
+    patterned = index.deny_patterned
+    for resource in chain:
+        if exact is not None:
+            rules = exact.get(resource)
+            if rules:
+                found.extend(rules)
+        if patterned:
+            more = patterned.get(resource)
+            if more:
+                found.extend(r for r in more if r.denied_permissions.matches(permission))
+    if len(found) > 1:
+        # A rule with both exact permissions and groups can be found twice.
+        found = sorted({rule.ordinal: rule for rule in found}.values(), key=_ordinal)
+    return found
+
+
+def _ordinal(item: DenyRule | Binding) -> int:
+    return item.ordinal
+
+
+def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: datetime) -> Decision:
+    """ALLOW or DENY, with the trace; deterministic for the same inputs.
+
+    A deny rule whose condition cannot be evaluated applies; an allow binding whose condition
+    cannot be evaluated does not grant. Only a bug raises.
+    """
+    index = policy.index
+    permission = normalize_permission(request.permission)
+    chain = resource_chain(request.resource)
+    keys = _keys_for(index, caller)
+    conditions: _Conditions | None = None  # built only when a condition has to be evaluated
+
+    # Deny first. Unconditional rules are checked before conditional ones anywhere on the chain,
+    # so that a decision made without reading the clock is not marked time-dependent.
+    pending: list[DenyRule] = []
+    for rule in _deny_candidates(index, permission, chain):
+        if rule.denied_keys.isdisjoint(keys.deny):
+            continue
+        if not rule.exception_keys.isdisjoint(keys.allow):
+            continue
+        if rule.exception_permissions.matches(permission):
+            continue
+        if rule.condition is None:
+            return _denied_by_rule(policy, request, keys, rule, "absent", "", False)
+        pending.append(rule)
+    for rule in pending:
+        if conditions is None:
+            conditions = _Conditions(_leaf(chain, request), permission, now)
+        result, detail = conditions.evaluate(rule.condition)
+        if result != "false":
+            # "error" lands here too: a deny rule whose condition cannot be evaluated applies.
+            return _denied_by_rule(
+                policy, request, keys, rule, result, detail, conditions.time_dependent
+            )
+
+    per_resource = index.grants.get(permission)
+    failures: dict[int, tuple[str, str]] = {}
+    if per_resource is not None:
+        ordered = keys.ordered
+        allow = keys.allow
+        conditional: list[tuple[Binding, str]] = []
+        for level in chain:
+            entry = per_resource.get(level)
+            if entry is None:
+                continue
+            by_member = entry.by_member
+            # Walk whichever side is smaller: the bindings' members or the caller's keys.
+            if len(by_member) <= len(ordered):
+                hits = [(key, found) for key, found in by_member.items() if key in allow]
+            else:
+                hits = [(key, found) for key in ordered if (found := by_member.get(key))]
+            for key, found in hits:
+                for binding in found:
+                    if binding.condition is None:
+                        time_dependent = conditions.time_dependent if conditions else False
+                        return _allowed(
+                            policy, request, keys, binding, key, "absent", time_dependent
+                        )
+                    conditional.append((binding, key))
+        for binding, key in conditional:
+            if binding.ordinal in failures:
+                continue
+            if conditions is None:
+                conditions = _Conditions(_leaf(chain, request), permission, now)
+            result, detail = conditions.evaluate(binding.condition)
+            if result == "true":
+                return _allowed(
+                    policy, request, keys, binding, key, result, conditions.time_dependent
+                )
+            failures[binding.ordinal] = (result, detail)
+    time_dependent = conditions.time_dependent if conditions else False
+    return _default_deny(policy, request, keys, chain, permission, failures, time_dependent)
+
+
+def _leaf(chain: tuple[str, ...], request: AccessRequest) -> str:
+    return chain[-1] if chain else request.resource
+
+
+def _via(index: PolicyIndex, keys: CallerKeys, matched_key: str) -> str | None:
+    """The groups between the caller and a matched group member, for the trace."""
+    if not matched_key.startswith("group:") or matched_key in keys.direct_groups:
+        return None
+    paths = index.group_via.get(keys.member)
+    if paths is not None and matched_key in paths:
+        return paths[matched_key] or None
+    for group in keys.direct_groups:
+        paths = index.group_via.get(group)
+        if paths is not None and matched_key in paths:
+            between = paths[matched_key]
+            return f"{group} > {between}" if between else group
+    return None
+
+
+def _allowed(
+    policy: Policy,
+    request: AccessRequest,
+    keys: CallerKeys,
+    binding: Binding,
+    key: str,
+    condition_result: str,
+    time_dependent: bool,
+) -> Decision:
+    member = binding.member_for(key)
+    written = member.written if member is not None else key
+    entry = TraceEntry(
+        kind="binding",
+        resource=binding.resource,
+        role=binding.role,
+        member=written,
+        via_group=_via(policy.index, keys, key),
+        condition=binding.condition.expression if binding.condition else None,
+        condition_result=condition_result,
+        source_line=binding.source_line,
+        outcome="granted",
+    )
+    reason = (
+        f"{request.permission} granted on {request.resource} by {binding.role} "
+        f"to {written} on {binding.resource}{_at(binding.source_line)}"
+    )
+    return Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent)
+
+
+def _denied_by_rule(
+    policy: Policy,
+    request: AccessRequest,
+    keys: CallerKeys,
+    rule: DenyRule,
+    condition_result: str,
+    detail: str,
+    time_dependent: bool,
+) -> Decision:
+    principal = rule.principal_for(keys.deny)
+    written = principal.written if principal is not None else None
+    outcome = "denied"
+    if condition_result == "error":
+        outcome = f"denied: condition could not be evaluated ({detail}), deny rules fail closed"
+    entry = TraceEntry(
+        kind="deny_rule",
+        resource=rule.resource,
+        role=None,
+        member=written,
+        via_group=_via(policy.index, keys, principal.key) if principal and principal.key else None,
+        condition=rule.condition.expression if rule.condition else None,
+        condition_result=condition_result,
+        source_line=rule.source_line,
+        outcome=outcome,
+    )
+    reason = (
+        f"{request.permission} denied on {request.resource} by a deny rule on {rule.resource}"
+        f"{_at(rule.source_line)} naming {written}"
+    )
+    return Decision(Effect.DENY, request, reason, (entry,), policy.etag, time_dependent)
+
+
+def _default_deny(
+    policy: Policy,
+    request: AccessRequest,
+    keys: CallerKeys,
+    chain: tuple[str, ...],
+    permission: str,
+    failures: dict[int, tuple[str, str]],
+    time_dependent: bool,
+) -> Decision:
+    per_resource = policy.index.grants.get(permission) or {}
+    # The caller's own bindings whose condition failed come first: they are the likeliest
+    # answer to "why was I denied?". Then bindings whose members did not match.
+    trace = [
+        _failed(policy.index, keys, binding, failure)
+        for binding, failure in _failed_bindings(per_resource, chain, failures)
+    ][:MAX_TRACE_BINDINGS]
+    holding = 0
+    for level in chain:
+        entry = per_resource.get(level)
+        if entry is None:
+            continue
+        holding += len(entry.bindings)
+        room = MAX_TRACE_BINDINGS - len(trace)
+        if room <= 0:
+            continue
+        if failures:
+            trace.extend(
+                miss
+                for binding, miss in zip(entry.bindings, entry.misses, strict=False)
+                if binding.ordinal not in failures
+            )
+            del trace[MAX_TRACE_BINDINGS:]
+        else:
+            trace.extend(entry.misses[:room])
+    who = keys.member if keys.authenticated else "an unauthenticated caller"
+    if holding:
+        reason = (
+            f"{request.permission} denied on {request.resource}: {holding} binding(s) on it or "
+            f"its ancestors include the permission, none grants it to {who}"
+        )
+    else:
+        reason = (
+            f"{request.permission} denied on {request.resource}: no binding on it or its "
+            "ancestors includes the permission"
+        )
+    return Decision(Effect.DENY, request, reason, tuple(trace), policy.etag, time_dependent)
+
+
+def _failed_bindings(
+    per_resource: Mapping[str, GrantEntry],
+    chain: tuple[str, ...],
+    failures: dict[int, tuple[str, str]],
+) -> list[tuple[Binding, tuple[str, str]]]:
+    if not failures:
+        return []
+    found: list[tuple[Binding, tuple[str, str]]] = []
+    for level in chain:
+        entry = per_resource.get(level)
+        if entry is not None:
+            found.extend((b, failures[b.ordinal]) for b in entry.bindings if b.ordinal in failures)
+    return found
+
+
+def _failed(
+    index: PolicyIndex, keys: CallerKeys, binding: Binding, failure: tuple[str, str]
+) -> TraceEntry:
+    """A binding whose member matched but whose condition was false or failed."""
+    result, detail = failure
+    matched = next((m for m in binding.members if m.key in keys.allow), None)
+    return TraceEntry(
+        kind="binding",
+        resource=binding.resource,
+        role=binding.role,
+        member=matched.written if matched is not None else None,
+        via_group=_via(index, keys, matched.key) if matched and matched.key else None,
+        condition=binding.condition.expression if binding.condition is not None else None,
+        condition_result=result,
+        source_line=binding.source_line,
+        outcome="condition false" if result == "false" else f"condition error: {detail}",
+    )
+
+
+def _at(line: int | None) -> str:
+    return f" (line {line})" if line is not None else ""
+
+
+def explain(
+    policy: Policy, caller: Caller, request: AccessRequest, now: datetime
+) -> tuple[TraceEntry, ...]:
+    """Every deny rule and binding on the resource and its ancestors, and how each fared.
+
+    For `opsgate policy explain`: it scans the chain's entries and evaluates every condition,
+    so it is slower than `evaluate`, and its entries do not by themselves say the effect.
+    """
+    index = policy.index
+    permission = normalize_permission(request.permission)
+    chain = resource_chain(request.resource)
+    resource = chain[-1] if chain else request.resource
+    keys = _keys_for(index, caller)
+    conditions = _Conditions(resource, permission, now)
+    trace: list[TraceEntry] = []
+    for level in chain:
+        for rule in index.deny_by_resource.get(level, ()):
+            trace.append(_explain_rule(index, keys, rule, permission, conditions))
+    for level in chain:
+        for binding in index.bindings_by_resource.get(level, ()):
+            trace.append(_explain_binding(index, keys, binding, permission, conditions))
+    return tuple(trace)
+
+
+def _explain_rule(
+    index: PolicyIndex,
+    keys: CallerKeys,
+    rule: DenyRule,
+    permission: str,
+    conditions: _Conditions,
+) -> TraceEntry:
+    principal = rule.principal_for(keys.deny)
+    exception = rule.exception_for(keys.allow)
+    result, detail = conditions.evaluate(rule.condition)
+    if not rule.denied_permissions.matches(permission):
+        outcome = "permission not denied by this rule"
+    elif rule.exception_permissions.matches(permission):
+        outcome = "permission is an exception permission"
+    elif principal is None:
+        outcome = "no denied principal matched"
+    elif exception is not None:
+        outcome = f"caller is exempt as {exception.written}"
+    elif result == "false":
+        outcome = "condition false"
+    elif result == "error":
+        outcome = f"denied: condition could not be evaluated ({detail}), deny rules fail closed"
+    else:
+        outcome = "denied"
+    return TraceEntry(
+        kind="deny_rule",
+        resource=rule.resource,
+        role=None,
+        member=principal.written if principal is not None else None,
+        via_group=_via(index, keys, principal.key) if principal and principal.key else None,
+        condition=rule.condition.expression if rule.condition else None,
+        condition_result=result,
+        source_line=rule.source_line,
+        outcome=outcome,
+    )
+
+
+def _explain_binding(
+    index: PolicyIndex,
+    keys: CallerKeys,
+    binding: Binding,
+    permission: str,
+    conditions: _Conditions,
+) -> TraceEntry:
+    matched = next((m for m in binding.members if m.key in keys.allow), None)
+    result, detail = conditions.evaluate(binding.condition)
+    if permission not in binding.permissions:
+        outcome = "role does not include the permission"
+    elif matched is None:
+        outcome = "no member matched"
+    elif result == "false":
+        outcome = "condition false"
+    elif result == "error":
+        outcome = f"condition error: {detail}"
+    else:
+        outcome = "grants"
+    return TraceEntry(
+        kind="binding",
+        resource=binding.resource,
+        role=binding.role,
+        member=matched.written if matched is not None else None,
+        via_group=_via(index, keys, matched.key) if matched and matched.key else None,
+        condition=binding.condition.expression if binding.condition else None,
+        condition_result=result,
+        source_line=binding.source_line,
+        outcome=outcome,
+    )

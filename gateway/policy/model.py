@@ -1,0 +1,119 @@
+"""The loaded policy: callers, requests, bindings, deny rules, groups, and the Policy itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.policy.members import Member
+from gateway.policy.roles import PermissionSet, Role
+
+if TYPE_CHECKING:
+    from gateway.policy.conditions import CompiledCondition
+    from gateway.policy.index import PolicyIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, as the evaluator sees it; the gateway maps its verified Principal to this."""
+
+    member: str  # "user:alice@acme.example", "serviceAccount:...", or "principal://..."
+    email: str | None = None
+    email_verified: bool = False
+    hosted_domain: str | None = None
+    groups: frozenset[str] = frozenset()  # group emails from the token
+    authenticated: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One permission asked for on one resource."""
+
+    permission: str  # contactcenterinsights.operations.get
+    resource: str  # projects/p/locations/l/operations/o
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """An IAM condition (a google.type.Expr) as written, compiled once at load."""
+
+    expression: str
+    title: str
+    description: str
+    compiled: CompiledCondition
+    line: int | None  # of the expression
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One allow binding: a role granted to members on a resource, optionally under a condition."""
+
+    ordinal: int  # position among the file's bindings; orders traces and breaks ties
+    resource: str  # normalised: projects/...
+    role: str
+    members: tuple[Member, ...]
+    condition: Condition | None
+    source_line: int | None
+    permissions: frozenset[str]  # the role's, resolved at load
+
+    def member_for(self, key: str) -> Member | None:
+        """The member as written whose key is `key`."""
+        return next((m for m in self.members if m.key == key), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DenyRule:
+    """One IAM v2 deny rule attached to a resource."""
+
+    ordinal: int  # position among the file's deny rules
+    resource: str
+    denied_principals: tuple[Member, ...]
+    exception_principals: tuple[Member, ...]
+    denied_permissions: PermissionSet
+    exception_permissions: PermissionSet
+    condition: Condition | None
+    source_line: int | None
+    description: str
+    policy_name: str  # the deny entry's displayName or name, if it had one
+    denied_keys: frozenset[str]
+    exception_keys: frozenset[str]
+
+    def principal_for(self, keys: frozenset[str]) -> Member | None:
+        """The first denied principal, as written, among the caller's keys."""
+        return next((m for m in self.denied_principals if m.key in keys), None)
+
+    def exception_for(self, keys: frozenset[str]) -> Member | None:
+        return next((m for m in self.exception_principals if m.key in keys), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A statically defined group and its direct members."""
+
+    email: str  # lower-case, without group:
+    members: tuple[Member, ...]
+    source_line: int | None
+
+
+# eq=False: a Policy is compared by etag, and its index holds dicts, which cannot be hashed.
+@dataclass(frozen=True, slots=True, eq=False)
+class Policy:
+    """A loaded, validated policy file with its decision index."""
+
+    source: str
+    etag: str  # sha256 of the canonical content, first 16 hex digits
+    declared_etag: str | None  # the file's own `etag` key, kept but not trusted
+    description: str
+    bindings: tuple[Binding, ...]
+    deny_rules: tuple[DenyRule, ...]
+    custom_roles: tuple[Role, ...]
+    groups: tuple[Group, ...]
+    index: PolicyIndex
+
+    def role(self, name: str) -> Role | None:
+        return self.index.roles.get(name)
+
+    def role_permissions(self, role: str) -> frozenset[str]:
+        """The permissions a predefined or custom role includes; empty for an unknown role."""
+        found = self.index.roles.get(role)
+        return found.permissions if found is not None else frozenset()

@@ -1,0 +1,139 @@
+"""Service profiles: data saying which permission each method needs on the resource it names."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError, InvalidArgument, Unimplemented
+from gateway.resource_names import name_problem, printable
+from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
+from gateway.sourcefile import LineMap, load_file, load_text
+
+BUILTIN_PROFILES = ("contactcenterinsights",)
+
+
+@dataclass(frozen=True, slots=True)
+class RequiredAccess:
+    """What a call needs: a permission on a resource, and the service that names it."""
+
+    permission: str
+    resource: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One resource pattern of a method and the permission it needs; `*` is one segment."""
+
+    pattern: str
+    permission: str
+    segments: tuple[str, ...]
+
+    def matches(self, parts: list[str]) -> bool:
+        if len(parts) != len(self.segments):
+            return False
+        return all(
+            want == "*" or want == got for want, got in zip(self.segments, parts, strict=True)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProfile:
+    """The routes of one service, by full method path."""
+
+    name: str
+    service: str
+    routes: dict[str, tuple[Route, ...]]
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return frozenset(route.permission for routes in self.routes.values() for route in routes)
+
+    def routes_method(self, method: str) -> bool:
+        return method in self.routes
+
+    def access_for(self, method: str, name: str) -> RequiredAccess:
+        """The permission `method` needs on `name`; UNIMPLEMENTED or INVALID_ARGUMENT if none."""
+        routes = self.routes.get(method)
+        if routes is None:
+            raise Unimplemented("Method not found.", log_detail=f"{method} is not routed")
+        short = method.rsplit("/", 1)[-1]
+        problem = name_problem(name)
+        if problem is None:
+            parts = name.split("/")
+            for route in routes:
+                if route.matches(parts):
+                    return RequiredAccess(route.permission, name, self.service)
+            problem = "the name matches none of " + ", ".join(r.pattern for r in routes)
+        raise InvalidArgument(
+            f"Invalid resource name '{printable(name)}' for {short}: {problem}.",
+            reason="RESOURCE_NAME_INVALID",
+            domain=self.service,
+            log_detail=problem,
+        )
+
+
+def load_profile(name: str | None = None, path: Path | None = None) -> ServiceProfile:
+    """A built-in profile by name, or a custom one from a YAML file."""
+    if path is not None:
+        return _parse(load_file(path), str(path), path.stem)
+    chosen = name or BUILTIN_PROFILES[0]
+    if chosen not in BUILTIN_PROFILES:
+        raise ConfigError(
+            "<config>",
+            "authorization.profile",
+            f"unknown profile '{chosen}'; built in: {', '.join(BUILTIN_PROFILES)}",
+        )
+    resource = importlib.resources.files("gateway.data.profiles").joinpath(f"{chosen}.yaml")
+    return _parse(
+        load_text(resource.read_text(encoding="utf-8"), str(resource)), str(resource), chosen
+    )
+
+
+def _parse(data: Any, source: str, name: str) -> ServiceProfile:
+    if not isinstance(data, LineMap) or set(data) - {"service", "routes"}:
+        extra = sorted(set(data) - {"service", "routes"}) if isinstance(data, dict) else []
+        raise ConfigError(source, None, f"a profile has only `service` and `routes` {extra}")
+    service = data.get("service")
+    routes_data = data.get("routes")
+    if not isinstance(service, str) or not service:
+        raise ConfigError(
+            source, "service", "must be the service's DNS name", data.line_of("service")
+        )
+    if not isinstance(routes_data, LineMap) or not routes_data:
+        raise ConfigError(
+            source, "routes", "must map method names to routes", data.line_of("routes")
+        )
+    routes: dict[str, tuple[Route, ...]] = {}
+    for method, entries in routes_data.items():
+        line = routes_data.line_of(method)
+        path = f"{SERVICE_PREFIX}{method}"
+        if path not in METHODS_BY_PATH:
+            known = ", ".join(m.rsplit("/", 1)[-1] for m in METHODS_BY_PATH)
+            raise ConfigError(
+                source, f"routes.{method}", f"is not an Operations method ({known})", line
+            )
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(
+                source, f"routes.{method}", "must list {pattern, permission} routes", line
+            )
+        routes[path] = tuple(_route(entry, source, f"routes.{method}", line) for entry in entries)
+    return ServiceProfile(name, service, routes)
+
+
+def _route(entry: Any, source: str, key: str, line: int) -> Route:
+    if not isinstance(entry, LineMap) or set(entry) != {"pattern", "permission"}:
+        raise ConfigError(source, key, "each route is {pattern, permission}", line)
+    pattern, permission = entry["pattern"], entry["permission"]
+    if not isinstance(pattern, str) or name_problem(pattern.replace("*", "x")) is not None:
+        raise ConfigError(
+            source, f"{key}.pattern", f"'{pattern}' is not a resource pattern", entry.line
+        )
+    if not isinstance(permission, str) or permission.count(".") < 2:
+        raise ConfigError(
+            source, f"{key}.permission", f"'{permission}' is not SERVICE.RESOURCE.VERB", entry.line
+        )
+    return Route(pattern, permission, tuple(pattern.split("/")))
