@@ -12,6 +12,7 @@ from gateway.configschema import (
     Binder,
     KiB,
     MiB,
+    OutputFile,
     check_host_port,
     check_not_empty,
     check_not_negative,
@@ -98,11 +99,55 @@ class AuthzSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditFileSettings:
+    """The audit file: size-based rotation and when to fsync."""
+
+    path: OutputFile = field(metadata=doc("file the records are appended to (JSON lines)"))
+    max_bytes: int = field(
+        default=100 * MiB, metadata=doc("rotate when the file would grow past this; 0 never")
+    )
+    backups: int = field(default=10, metadata=doc("rotated files kept: PATH.1 ... PATH.N"))
+    fsync: Literal["always", "interval", "never"] = field(
+        default="interval",
+        metadata=doc("fsync after every write, every fsync_interval_s, or never"),
+    )
+    fsync_interval_s: float = field(
+        default=1.0, metadata=doc("seconds between fsyncs with fsync: interval", check_positive)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where the audit records go and what happens when they cannot be written."""
+
+    sink: Literal["stdout", "file"] = field(
+        default="stdout", metadata=doc("stdout (JSON lines) or file")
+    )
+    file: AuditFileSettings | None = field(
+        default=None, metadata=doc("the file sink's settings (required with sink: file)")
+    )
+    on_failure: Literal["fail_closed", "fail_open_with_alarm"] = field(
+        default="fail_closed",
+        metadata=doc("when the sink fails: refuse new calls (UNAVAILABLE), or go on and alarm"),
+    )
+    max_pending: int = field(
+        default=100_000, metadata=doc("records held in memory while the sink lags", check_positive)
+    )
+    project: str = field(
+        default="opsgate",
+        metadata=doc("project for logName when the resource name has none", check_not_empty),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `opsgate serve` needs; built once, never mutated."""
 
     authentication: AuthnSettings = field(metadata=doc("how callers prove who they are"))
     authorization: AuthzSettings = field(metadata=doc("which policy decides calls"))
+    audit: AuditSettings = field(
+        default_factory=AuditSettings, metadata=doc("the audit trail: one record per call")
+    )
     upstream: UpstreamSettings | None = field(
         default=None,
         metadata=doc(
@@ -176,6 +221,8 @@ def load_settings(
 
 
 def check_consistency(settings: Settings, source: str) -> None:
+    if settings.audit.sink == "file" and settings.audit.file is None:
+        raise ConfigError(source, "audit.file", "is required with audit.sink: file")
     _check_authentication(settings.authentication, source)
     tls = settings.upstream.tls if settings.upstream is not None else None
     if tls is not None and (tls.cert_file is None) != (tls.key_file is None):

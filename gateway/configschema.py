@@ -16,6 +16,9 @@ from gateway.sourcefile import LineMap
 MiB = 1024 * 1024
 KiB = 1024
 
+# A file the gateway writes (it need not exist yet; its directory must).
+OutputFile = typing.NewType("OutputFile", Path)
+
 
 def check_host_port(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
@@ -62,7 +65,10 @@ class Binder:
         for name, spec in fields.items():
             key_path = join(prefix, name)
             if name not in data:
-                if spec.default is dataclasses.MISSING:
+                if (
+                    spec.default is dataclasses.MISSING
+                    and spec.default_factory is dataclasses.MISSING
+                ):
                     raise self._error(key_path, "is required", line)
                 continue
             value = self.convert(hints[name], data[name], key_path, line_in(data, name))
@@ -110,6 +116,13 @@ class Binder:
             if not isinstance(value, str):
                 raise self._error(key, f"must be a string, got {value!r}", line)
             return value
+        if kind is OutputFile:
+            if not isinstance(value, str) or not value:
+                raise self._error(key, f"must be a file path, got {value!r}", line)
+            path = (self.base_dir / value).resolve()
+            if not path.parent.is_dir():
+                raise self._error(key, f"directory '{path.parent}' does not exist", line)
+            return OutputFile(path)
         if kind is Path:
             if not isinstance(value, str) or not value:
                 raise self._error(key, f"must be a file path, got {value!r}", line)
@@ -141,7 +154,10 @@ def documented_keys(cls: type[Any], prefix: str = "") -> list[tuple[str, str, st
     hints = typing.get_type_hints(cls)
     for spec in dataclasses.fields(cls):
         key = join(prefix, spec.name)
-        default = "required" if spec.default is dataclasses.MISSING else repr(spec.default)
+        if spec.default is not dataclasses.MISSING:
+            default = repr(spec.default)
+        else:
+            default = "required" if spec.default_factory is dataclasses.MISSING else "(section)"
         rows.append((key, default, spec.metadata.get("doc", "")))
         nested = _nested_dataclass(hints[spec.name])
         if nested is not None:

@@ -22,6 +22,9 @@ class OpsgateChain:
         server = grpc.aio.server(interceptors=chain.interceptors)
         operations_pb2_grpc.add_OperationsServicer_to_server(MyOperations(), server)
         await chain.prefetch()      # optional: fetch issuers' keys before the first call
+        ...
+        await server.stop(grace)
+        chain.close()               # every audit record written
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -42,6 +45,10 @@ class OpsgateChain:
 
     async def prefetch(self) -> None:
         await self.pipeline.authn.prefetch()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write every pending audit record and stop the writer; call after server.stop()."""
+        return self.pipeline.audit.writer.close(timeout)
 
 
 def current_principal() -> Principal | None:

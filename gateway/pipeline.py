@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from gateway.audit.recorder import AuditRecorder, open_writer
 from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.authorizer import Authorizer, PolicyHolder
 from gateway.config import Settings
 from gateway.interceptors.chain import build_chain
-from gateway.interceptors.outcome import OutcomeSink
+from gateway.interceptors.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.interceptors.stage import Stage
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
@@ -25,10 +26,15 @@ class Pipeline:
     policies: PolicyHolder
     profile: ServiceProfile
     reloaders: tuple[PolicyReloader, ...]  # enforced policy first, then any dry-run candidate
+    audit: AuditRecorder
 
 
 def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipeline:
-    """Load profile and policy (a bad file stops start-up here) and assemble the chain."""
+    """Load profile and policy (a bad file stops start-up here) and assemble the chain.
+
+    Every outcome goes to the audit trail (and the debug access log); `sink`, if given, gets
+    them as well (the demo and tests read outcomes from it).
+    """
     authz = settings.authorization
     profile = load_profile(authz.profile, authz.profile_file)
     load = partial(load_policy, known_permissions=profile.permissions)
@@ -41,11 +47,19 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
             PolicyReloader(candidate, authz.dry_run_policy_file, load, authz.reload_interval_s)
         )
     authn = build_authn(settings.authentication)
+    recorder = AuditRecorder(
+        open_writer(settings.audit),
+        service=profile.service,
+        project=settings.audit.project,
+        policy_etag=lambda: policies.current.etag,
+    )
+    sinks: list[OutcomeSink] = [recorder, AccessLogSink()]
     chain = build_chain(
         authn.authenticator,
         Authorizer(policies, authz.decision_cache_size, candidate),
         profile,
-        sink=sink,
+        sink=FanOutSink(*sinks, *([sink] if sink is not None else [])),
+        admit=lambda: recorder.accepting,
         allow_anonymous=authz.allow_anonymous,
     )
-    return Pipeline(chain, authn, policies, profile, tuple(reloaders))
+    return Pipeline(chain, authn, policies, profile, tuple(reloaders), recorder)

@@ -20,6 +20,7 @@ from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 
 log = logging.getLogger("opsgate.server")
+AUDIT_FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True)
@@ -53,6 +54,8 @@ class Gateway:
         for task in self.background:
             task.cancel()
         await self.channel.close()
+        # Every record of every call, the drained ones included, is written before we exit.
+        await asyncio.to_thread(self.pipeline.audit.writer.close, AUDIT_FLUSH_TIMEOUT_S)
 
 
 def server_options(settings: Settings) -> list[tuple[str, object]]:
@@ -132,6 +135,8 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
 
 async def serve_until_signalled(settings: Settings) -> int:
     """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
+    # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     gateway = await start_gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

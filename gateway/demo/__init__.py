@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 from google.longrunning import operations_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from gateway.audit.query import format_table, is_denial, read_records
 from gateway.config import load_settings
 from gateway.demo.identity import DEMO_ISSUER, DemoIdentity
 from gateway.demo.steps import CANCEL_US, STEPS, Client, Step
-from gateway.interceptors.outcome import CallOutcome, MemorySink
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import start_gateway
 
@@ -25,19 +26,16 @@ async def run_demo(out: TextIO) -> int:
         identity = DemoIdentity(Path(directory))
         upstream = await start_reference_upstream("127.0.0.1:0", seed=True)
         upstream.store.create(CANCEL_US, finish_after=3600)
-        sink = MemorySink()
-        gateway = await start_gateway(
-            load_settings(identity.write_config(upstream.address)), sink=sink
-        )
+        gateway = await start_gateway(load_settings(identity.write_config(upstream.address)))
         print(f"reference upstream on {upstream.address}; opsgate on {gateway.address}", file=out)
         print(f"trusting issuer {DEMO_ISSUER}; policy: the example policy (policies/)", file=out)
         print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
         try:
             failures = await _run_steps(gateway.address, identity, out)
         finally:
-            await gateway.stop(0)
+            await gateway.stop(0)  # writes every pending audit record
             await upstream.stop(0)
-    _print_trail(sink.outcomes(), out)
+        _print_trail(list(read_records([identity.audit_file])), out)
     print(f"\n{len(STEPS) - failures} of {len(STEPS)} calls behaved as expected.", file=out)
     return 1 if failures else 0
 
@@ -74,16 +72,16 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-def _print_trail(outcomes: list[CallOutcome], out: TextIO) -> None:
-    print("\nWhat the gateway recorded (one line per call):", file=out)
-    for outcome in outcomes:
-        call = outcome.call
-        who = call.principal.member if call.principal else "(unauthenticated)"
-        method = call.method.rsplit("/", 1)[-1]
-        print(
-            f"  {outcome.code.name:<17} {who:<48} {method:<16} {call.resource_name or '-'}",
-            file=out,
-        )
-        why = call.verdict.decision.reason if call.verdict is not None else outcome.detail
-        if why:
-            print(f"  {'':<17} why: {why}", file=out)
+def _print_trail(records: list[dict[str, Any]], out: TextIO) -> None:
+    print(
+        f"\nThe audit trail: {len(records)} records (opsgate audit query FILE prints this):",
+        file=out,
+    )
+    for line in format_table(records):
+        print(f"  {line}", file=out)
+    denied = next(
+        (r for r in records if is_denial(r) and r["protoPayload"].get("authorizationInfo")), None
+    )
+    if denied is not None:
+        print("\nOne of them in full (a Cloud Audit Logs LogEntry):", file=out)
+        print(json.dumps(denied, indent=2, sort_keys=True), file=out)

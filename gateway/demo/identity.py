@@ -44,8 +44,16 @@ class DemoIdentity:
             "      groups_claim: groups\n"
             "authorization:\n"
             f"  policy_file: {self.policy_file}\n"
+            "audit:\n"
+            "  sink: file\n"
+            "  file:\n"
+            f"    path: {self.audit_file}\n"
         )
         return path
+
+    @property
+    def audit_file(self) -> Path:
+        return self.directory / "audit.log"
 
     def token(self, caller: str) -> str | None:
         """A token for `caller`: an email, or one of BAD_CREDENTIALS (None for 'no token')."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from gateway.errors import CallFailure
+from gateway.errors import CallFailure, Unavailable
 from gateway.interceptors.call import CallState, current_call
 from gateway.interceptors.outcome import CallOutcome, OutcomeSink
 from gateway.interceptors.stage import Behavior, Continuation, Stage
@@ -19,6 +19,17 @@ from gateway.interceptors.stage import Behavior, Continuation, Stage
 log = logging.getLogger("opsgate.chain")
 
 UNIMPLEMENTED_MESSAGE = "Method not found."
+REQUEST_ID_KEY = "x-request-id"  # the one trailing key the gateway adds to what it relays
+
+
+def audit_unavailable() -> Unavailable:
+    return Unavailable(
+        "The service is currently unavailable.",
+        reason="AUDIT_UNAVAILABLE",
+        log_detail="the audit trail cannot take records (audit.on_failure: fail_closed)",
+    )
+
+
 INTERNAL_MESSAGE = "Internal error encountered."
 
 
@@ -32,11 +43,16 @@ class AuditStage(Stage):
     name = "audit"
 
     def __init__(
-        self, applies: Callable[[str], bool], exempt: Callable[[str], bool], sink: OutcomeSink
+        self,
+        applies: Callable[[str], bool],
+        exempt: Callable[[str], bool],
+        sink: OutcomeSink,
+        admit: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(applies)
         self._exempt = exempt
         self._sink = sink
+        self._admit = admit  # False while the audit trail cannot take records (fail_closed)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -48,18 +64,23 @@ class AuditStage(Stage):
         return handler
 
     def wrap(self, behavior: Behavior, method: str) -> Behavior:
-        sink = self._sink
+        sink, admit = self._sink, self._admit
 
         async def audited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _call_state(method, context)
             token = current_call.set(call)
             code, message, detail, reason = grpc.StatusCode.OK, "", "", None
+            request_id = (REQUEST_ID_KEY, call.request_id)
             try:
-                return await behavior(request, context)
+                if not admit():
+                    raise audit_unavailable()
+                response = await behavior(request, context)
+                context.set_trailing_metadata((*(context.trailing_metadata() or ()), request_id))
+                return response
             except CallFailure as failure:
                 code, message = failure.code, failure.message
                 detail, reason = failure.log_detail, getattr(failure, "reason", None)
-                await context.abort(code, message, failure.trailing_metadata())
+                await context.abort(code, message, (*failure.trailing_metadata(), request_id))
             except asyncio.CancelledError:
                 code, message = _cancellation(context)
                 raise
@@ -70,7 +91,7 @@ class AuditStage(Stage):
             except Exception:
                 log.exception("unexpected error in %s request_id=%s", method, call.request_id)
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
-                await context.abort(code, message)
+                await context.abort(code, message, (request_id,))
             finally:
                 current_call.reset(token)
                 latency = time.perf_counter() - call.started
@@ -85,7 +106,7 @@ class AuditStage(Stage):
             call = _call_state(method, context)
             code, message = grpc.StatusCode.UNIMPLEMENTED, UNIMPLEMENTED_MESSAGE
             sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
-            await context.abort(code, message)
+            await context.abort(code, message, ((REQUEST_ID_KEY, call.request_id),))
 
         return unimplemented
 

@@ -36,12 +36,13 @@ def build_chain(
     profile: ServiceProfile,
     *,
     sink: OutcomeSink | None = None,
+    admit: Callable[[], bool] = lambda: True,
     allow_anonymous: bool = False,
     applies: Callable[[str], bool] = is_operations_method,
 ) -> list[Stage]:
     """The stages in CHAIN_ORDER, ready for grpc.aio.server(interceptors=...)."""
     stages: dict[str, Stage] = {
-        "audit": AuditStage(applies, is_exempt, sink or AccessLogSink()),
+        "audit": AuditStage(applies, is_exempt, sink or AccessLogSink(), admit),
         "authn": AuthnStage(applies, authenticator, allow_anonymous=allow_anonymous),
         "route": RouteStage(applies, profile),
         "authz": AuthzStage(applies, authorizer),

@@ -31,16 +31,16 @@ class OutcomeSink(Protocol):
 
 
 class AccessLogSink:
-    """Writes one operational log line per call (the Cloud-Audit-Logs record replaces it later)."""
+    """Writes one operational log line per call (at DEBUG: the audit trail is the record)."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._logger = logger or logging.getLogger("opsgate.access")
 
     def record(self, outcome: CallOutcome) -> None:
-        if not self._logger.isEnabledFor(logging.INFO):
+        if not self._logger.isEnabledFor(logging.DEBUG):
             return
         call = outcome.call
-        self._logger.info(
+        self._logger.debug(
             "%s %s %s -> %s (%.1f ms) request_id=%s%s",
             call.principal.member if call.principal is not None else "-",
             call.method,
@@ -66,3 +66,14 @@ class MemorySink:
     def outcomes(self) -> list[CallOutcome]:
         with self._lock:
             return list(self._outcomes)
+
+
+class FanOutSink:
+    """Hands every outcome to each of several sinks, in order."""
+
+    def __init__(self, *sinks: OutcomeSink) -> None:
+        self._sinks = sinks
+
+    def record(self, outcome: CallOutcome) -> None:
+        for sink in self._sinks:
+            sink.record(outcome)

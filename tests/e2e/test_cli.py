@@ -162,7 +162,9 @@ def test_demo_runs_and_exits_zero() -> None:
         "ACCESS_TOKEN_EXPIRED",
         "JWT_TOKEN_INVALID",
         "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-        "user:alice@acme.example",
+        "alice@acme.example",
+        "The audit trail: 20 records",
+        "cloudaudit.googleapis.com%2Fdata_access",
         "IAM_PERMISSION_DENIED",
         "RESOURCE_NAME_INVALID",
     ):

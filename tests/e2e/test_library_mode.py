@@ -83,6 +83,7 @@ def in_process(
     finally:
         channel.close()
         loop.run(server.stop(0))
+        assert chain.close(10)
 
 
 # WaitOperation and DeleteOperation are served by the team's servicer but not routed by the

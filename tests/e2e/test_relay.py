@@ -83,7 +83,9 @@ def test_remaining_deadline_and_metadata_are_relayed_exactly(loop, identity: Ide
                     )
                     await call
                     assert tuple(await call.initial_metadata()) == INITIAL
-                    assert tuple(await call.trailing_metadata()) == TRAILING
+                    *relayed, (key, request_id) = tuple(await call.trailing_metadata())
+                    assert tuple(relayed) == TRAILING  # exactly, then the gateway's one key
+                    assert key == "x-request-id" and len(request_id) == 32
                     await stub.GetOperation(
                         operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/x"),
                         metadata=auth,

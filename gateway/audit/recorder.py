@@ -1,0 +1,92 @@
+"""Turns each call's outcome into an AuditEvent for the writer, and opens the configured sink."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.audit.event import AuditEvent
+from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
+from gateway.audit.writer import AuditWriter
+from gateway.config import AuditSettings
+from gateway.interceptors.outcome import CallOutcome
+
+
+def open_writer(settings: AuditSettings) -> AuditWriter:
+    """The writer thread and its sink, as configured."""
+    sink: AuditSink
+    if settings.sink == "file":
+        file = settings.file
+        assert file is not None  # load_settings insists on it
+        sink = RotatingFileSink(
+            file.path, file.max_bytes, file.backups, file.fsync, file.fsync_interval_s
+        )
+    else:
+        sink = StdoutSink()
+    return AuditWriter(sink, on_failure=settings.on_failure, max_pending=settings.max_pending)
+
+
+class AuditRecorder:
+    """An OutcomeSink: one audit record per call outcome, submitted without blocking."""
+
+    def __init__(
+        self,
+        writer: AuditWriter,
+        *,
+        service: str,
+        project: str,
+        policy_etag: Callable[[], str],
+    ) -> None:
+        self.writer = writer
+        self._service = service
+        self._project = project
+        self._policy_etag = policy_etag  # the version in force, for calls decided by none
+
+    @property
+    def accepting(self) -> bool:
+        return self.writer.accepting
+
+    def record(self, outcome: CallOutcome) -> None:
+        self.writer.submit(self.event(outcome))
+
+    def event(self, outcome: CallOutcome) -> AuditEvent:
+        call = outcome.call
+        principal = call.principal
+        verdict = call.verdict
+        decision = verdict.decision if verdict is not None else None
+        return AuditEvent(
+            request_id=call.request_id,
+            received_at=datetime.fromtimestamp(call.received_at, UTC),
+            latency_s=outcome.latency_s,
+            method=call.method,
+            resource_name=call.resource_name,
+            permission=call.access.permission if call.access is not None else None,
+            service=call.access.service if call.access is not None else self._service,
+            granted=decision.allowed if decision is not None else None,
+            principal_email=principal.email if principal is not None else None,
+            principal_subject=principal.subject_member if principal is not None else None,
+            principal_member=principal.member if principal is not None else None,
+            token_kind=principal.token_kind if principal is not None else None,
+            caller_ip=call.peer,
+            user_agent=call.user_agent,
+            status_code=outcome.code.value[0],
+            status_message=outcome.message,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            decision_trace=tuple(dataclasses.asdict(e) for e in decision.trace) if decision else (),
+            decision_reason=decision.reason if decision is not None else None,
+            decision_cached=verdict.cached if verdict is not None else False,
+            policy_etag=decision.policy_etag if decision is not None else self._policy_etag(),
+            shadow_decision=_shadow(verdict.shadow) if verdict is not None else None,
+            trace=None,
+            span_id=None,
+            project_fallback=self._project,
+        )
+
+
+def _shadow(shadow: Any) -> dict[str, Any] | None:
+    if shadow is None:
+        return None
+    return {"granted": shadow.allowed, "reason": shadow.reason, "policyEtag": shadow.policy_etag}
