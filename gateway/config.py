@@ -21,6 +21,7 @@ from gateway.configschema import (
 )
 from gateway.configschema import documented_keys as schema_keys
 from gateway.errors import ConfigError
+from gateway.routing import METHODS_BY_PATH
 from gateway.sourcefile import LineMap, load_file
 
 
@@ -140,11 +141,31 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """One token-bucket limit applied to each principal (and method) separately."""
+
+    name: str = field(
+        metadata=doc("names the limit in errors, records and metrics", check_not_empty)
+    )
+    rate_per_s: float = field(metadata=doc("sustained calls per second", check_positive))
+    burst: float = field(metadata=doc("calls allowed at once (bucket size, at least 1)"))
+    per_method: bool = field(
+        default=False, metadata=doc("a bucket per principal and method, not per principal")
+    )
+    methods: tuple[str, ...] = field(
+        default=(), metadata=doc("only these methods (GetOperation, ...); empty: all")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `opsgate serve` needs; built once, never mutated."""
 
     authentication: AuthnSettings = field(metadata=doc("how callers prove who they are"))
     authorization: AuthzSettings = field(metadata=doc("which policy decides calls"))
+    rate_limits: tuple[RateLimitSettings, ...] = field(
+        default=(), metadata=doc("token buckets per principal; calls over them are refused")
+    )
     audit: AuditSettings = field(
         default_factory=AuditSettings, metadata=doc("the audit trail: one record per call")
     )
@@ -221,6 +242,8 @@ def load_settings(
 
 
 def check_consistency(settings: Settings, source: str) -> None:
+    _check_client_certificates(settings, source)
+    _check_rate_limits(settings.rate_limits, source)
     if settings.audit.sink == "file" and settings.audit.file is None:
         raise ConfigError(source, "audit.file", "is required with audit.sink: file")
     _check_authentication(settings.authentication, source)
@@ -238,8 +261,11 @@ def documented_keys() -> list[tuple[str, str, str]]:
 
 
 def _check_authentication(authn: AuthnSettings, source: str) -> None:
+    certificates_alone = (
+        authn.client_certificates is not None and not authn.client_certificates.require_token
+    )
     kinds = (authn.issuers, authn.google_id_tokens, authn.service_account_jwts)
-    if not any(kinds) and authn.google_access_tokens is None:
+    if not any(kinds) and authn.google_access_tokens is None and not certificates_alone:
         raise ConfigError(
             source,
             "authentication",
@@ -291,3 +317,41 @@ def client_secret(config: IntrospectionConfig, source: str = "<config>") -> str:
     if not value:
         raise ConfigError(str(config.client_secret_file), key + "_file", "is empty")
     return value
+
+
+def _check_rate_limits(limits: tuple[RateLimitSettings, ...], source: str) -> None:
+    known = {path.rsplit("/", 1)[-1] for path in METHODS_BY_PATH}
+    names: set[str] = set()
+    for index, limit in enumerate(limits):
+        key = f"rate_limits[{index}]"
+        if limit.name in names:
+            raise ConfigError(source, f"{key}.name", f"'{limit.name}' is used twice")
+        names.add(limit.name)
+        if limit.burst < 1:
+            raise ConfigError(source, f"{key}.burst", f"must be at least 1, got {limit.burst}")
+        unknown = sorted(set(limit.methods) - known)
+        if unknown:
+            raise ConfigError(
+                source, f"{key}.methods", f"unknown method(s) {unknown}; known: {sorted(known)}"
+            )
+
+
+def _check_client_certificates(settings: Settings, source: str) -> None:
+    config = settings.authentication.client_certificates
+    if config is None:
+        return
+    key = "authentication.client_certificates"
+    if settings.tls is None or not settings.tls.require_client_cert:
+        raise ConfigError(
+            source, key, "needs tls.require_client_cert: true (verified certificates)"
+        )
+    for index, identity in enumerate(config.identities):
+        where = f"{key}.identities[{index}]"
+        if (identity.san_uri is None) == (identity.san_email is None):
+            raise ConfigError(source, where, "give exactly one of san_uri and san_email")
+        if not identity.principal.startswith(("principal://", "serviceAccount:", "user:")):
+            raise ConfigError(
+                source,
+                f"{where}.principal",
+                f"'{identity.principal}' is not principal://..., serviceAccount:... or user:...",
+            )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -86,9 +87,14 @@ class RpcError(CallFailure):
         info = error_details_pb2.ErrorInfo(
             reason=self.reason, domain=self.domain, metadata=self.metadata
         )
-        detail = any_pb2.Any()
-        detail.Pack(info)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        for message in (info, *self.extra_details()):
+            status.details.add().Pack(message)
+        return status
+
+    def extra_details(self) -> tuple[Message, ...]:
+        """Details beyond the ErrorInfo (e.g. RetryInfo); none by default."""
+        return ()
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return ((STATUS_DETAILS_KEY, self.to_status().SerializeToString()),)
@@ -117,6 +123,11 @@ class PermissionDenied(RpcError):
 class Unavailable(RpcError):
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class ResourceExhausted(RpcError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
 
 
 class Internal(RpcError):
@@ -192,4 +203,32 @@ def permission_denied(
         domain=service,
         metadata={"permission": permission, "resource": resource},
         log_detail=detail,
+    )
+
+
+class RateLimited(ResourceExhausted):
+    """Over a rate limit: ErrorInfo RATE_LIMIT_EXCEEDED plus a RetryInfo saying when to retry."""
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(
+            message,
+            reason="RATE_LIMIT_EXCEEDED",
+            domain=GATEWAY_DOMAIN,
+            metadata={"limit": limit},
+            log_detail=f"rate limit '{limit}' exceeded",
+        )
+        self.retry_after_s = retry_after_s
+
+    def extra_details(self) -> tuple[Message, ...]:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1_000_000, int(self.retry_after_s * 1e9)))
+        return (error_details_pb2.RetryInfo(retry_delay=delay),)
+
+
+def rate_limited(limit: str, retry_after_s: float) -> RateLimited:
+    return RateLimited(
+        f"Quota exceeded for quota metric '{limit}': too many requests; retry after "
+        f"{retry_after_s:.3f}s.",
+        limit=limit,
+        retry_after_s=retry_after_s,
     )

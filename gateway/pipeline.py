@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from functools import partial
 
 from gateway.audit.recorder import AuditRecorder, open_writer
+from gateway.authn.certificates import CertificateIdentities
 from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.authorizer import Authorizer, PolicyHolder
-from gateway.config import Settings
+from gateway.config import RateLimitSettings, Settings
 from gateway.interceptors.chain import build_chain
 from gateway.interceptors.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.interceptors.stage import Stage
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
 from gateway.profile import ServiceProfile, load_profile
+from gateway.ratelimit import LimitRule, RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,21 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         authn.authenticator,
         Authorizer(policies, authz.decision_cache_size, candidate),
         profile,
+        RateLimiter(tuple(_limit_rule(limit) for limit in settings.rate_limits)),
         sink=FanOutSink(*sinks, *([sink] if sink is not None else [])),
         admit=lambda: recorder.accepting,
         allow_anonymous=authz.allow_anonymous,
+        certificates=_certificates(settings),
     )
     return Pipeline(chain, authn, policies, profile, tuple(reloaders), recorder)
+
+
+def _limit_rule(limit: RateLimitSettings) -> LimitRule:
+    return LimitRule(
+        limit.name, limit.rate_per_s, limit.burst, limit.per_method, frozenset(limit.methods)
+    )
+
+
+def _certificates(settings: Settings) -> CertificateIdentities | None:
+    config = settings.authentication.client_certificates
+    return CertificateIdentities(config) if config is not None else None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit.event import AuditEvent
+from gateway.audit.logentry import project_of
 from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter
 from gateway.config import AuditSettings
@@ -80,10 +81,16 @@ class AuditRecorder:
             decision_cached=verdict.cached if verdict is not None else False,
             policy_etag=decision.policy_etag if decision is not None else self._policy_etag(),
             shadow_decision=_shadow(verdict.shadow) if verdict is not None else None,
-            trace=None,
-            span_id=None,
+            trace=self._trace(call.trace_id, call.resource_name),
+            span_id=call.span_id,
             project_fallback=self._project,
         )
+
+    def _trace(self, trace_id: str | None, resource_name: str | None) -> str | None:
+        """LogEntry.trace as Cloud Logging links it: projects/P/traces/TRACE_ID."""
+        if trace_id is None:
+            return None
+        return f"projects/{project_of(resource_name) or self._project}/traces/{trace_id}"
 
 
 def _shadow(shadow: Any) -> dict[str, Any] | None:

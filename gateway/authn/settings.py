@@ -151,6 +151,32 @@ class GoogleAccessTokenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateIdentity:
+    """A client certificate SAN (SPIFFE URI or email) and the principal it stands for."""
+
+    principal: str = field(
+        metadata=doc("the member policies bind: principal://... or serviceAccount:...")
+    )
+    san_uri: str | None = field(
+        default=None, metadata=doc("the URI SAN, e.g. spiffe://acme.example/ns/ci/sa/deployer")
+    )
+    san_email: str | None = field(default=None, metadata=doc("the email SAN"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificateConfig:
+    """Identities from verified client certificates (needs tls.require_client_cert)."""
+
+    identities: tuple[CertificateIdentity, ...] = field(
+        metadata=doc("SAN-to-principal mappings", check_some)
+    )
+    require_token: bool = field(
+        default=True,
+        metadata=doc("false: a mapped certificate alone authenticates the call (token ignored)"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AuthnSettings:
     """How callers prove who they are."""
 
@@ -163,6 +189,9 @@ class AuthnSettings:
     )
     google_access_tokens: GoogleAccessTokenConfig | None = field(
         default=None, metadata=doc("accept Google OAuth access tokens (ya29.)")
+    )
+    client_certificates: ClientCertificateConfig | None = field(
+        default=None, metadata=doc("map client-certificate SANs to principals")
     )
     required_scopes: tuple[str, ...] = field(
         default=(CLOUD_PLATFORM_SCOPE,),

@@ -15,6 +15,7 @@ from gateway.errors import CallFailure, Unavailable
 from gateway.interceptors.call import CallState, current_call
 from gateway.interceptors.outcome import CallOutcome, OutcomeSink
 from gateway.interceptors.stage import Behavior, Continuation, Stage
+from gateway.tracecontext import trace_of
 
 log = logging.getLogger("opsgate.chain")
 
@@ -112,10 +113,16 @@ class AuditStage(Stage):
 
 
 def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
-    user_agent = next(
-        (value for key, value in context.invocation_metadata() or () if key == "user-agent"), None
+    metadata = context.invocation_metadata() or ()
+    user_agent = next((value for key, value in metadata if key == "user-agent"), None)
+    trace_id, span_id = trace_of(metadata)
+    return CallState(
+        method,
+        peer=_caller_ip(context.peer()),
+        user_agent=user_agent,
+        trace_id=trace_id,
+        span_id=span_id,
     )
-    return CallState(method, peer=_caller_ip(context.peer()), user_agent=user_agent)
 
 
 def _caller_ip(peer: str | None) -> str | None:

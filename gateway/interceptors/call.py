@@ -24,6 +24,8 @@ class CallState:
     received_at: float = field(default_factory=time.time)
     peer: str | None = None
     user_agent: str | None = None
+    trace_id: str | None = None  # from the caller's traceparent, relayed upstream unchanged
+    span_id: str | None = None
     principal: Principal | None = None
     resource_name: str | None = None
     request: Any = None

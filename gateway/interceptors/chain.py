@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.authn.authenticator import Authenticator
+from gateway.authn.certificates import CertificateIdentities
 from gateway.authorizer import Authorizer
 from gateway.interceptors.audit import AuditStage
 from gateway.interceptors.authn import AuthnStage
 from gateway.interceptors.authz import AuthzStage
 from gateway.interceptors.outcome import AccessLogSink, OutcomeSink
+from gateway.interceptors.ratelimit import RateLimitStage
 from gateway.interceptors.route import RouteStage
 from gateway.interceptors.stage import Stage
 from gateway.profile import ServiceProfile
+from gateway.ratelimit import RateLimiter
 from gateway.routing import SERVICE_PREFIX
 
 # First = outermost. grpc.aio runs interceptors in list order around the handler.
-CHAIN_ORDER: tuple[str, ...] = ("audit", "authn", "route", "authz")
+CHAIN_ORDER: tuple[str, ...] = ("audit", "authn", "ratelimit", "route", "authz")
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -34,16 +37,21 @@ def build_chain(
     authenticator: Authenticator,
     authorizer: Authorizer,
     profile: ServiceProfile,
+    limiter: RateLimiter,
     *,
     sink: OutcomeSink | None = None,
     admit: Callable[[], bool] = lambda: True,
     allow_anonymous: bool = False,
+    certificates: CertificateIdentities | None = None,
     applies: Callable[[str], bool] = is_operations_method,
 ) -> list[Stage]:
     """The stages in CHAIN_ORDER, ready for grpc.aio.server(interceptors=...)."""
     stages: dict[str, Stage] = {
         "audit": AuditStage(applies, is_exempt, sink or AccessLogSink(), admit),
-        "authn": AuthnStage(applies, authenticator, allow_anonymous=allow_anonymous),
+        "authn": AuthnStage(
+            applies, authenticator, allow_anonymous=allow_anonymous, certificates=certificates
+        ),
+        "ratelimit": RateLimitStage(applies, limiter),
         "route": RouteStage(applies, profile),
         "authz": AuthzStage(applies, authorizer),
     }

@@ -24,6 +24,7 @@ class Pki:
     ca_file: Path
     server: KeyPair
     client: KeyPair
+    others: tuple[KeyPair, ...] = ()  # more client certificates from the same CA
 
 
 def _name(common_name: str) -> x509.Name:
@@ -44,7 +45,11 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
     return KeyPair(cert_file, key_file)
 
 
-def make_pki(directory: Path, client_sans: list[x509.GeneralName] | None = None) -> Pki:
+def make_pki(
+    directory: Path,
+    client_sans: list[x509.GeneralName] | None = None,
+    other_clients: list[list[x509.GeneralName]] | None = None,
+) -> Pki:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -88,4 +93,8 @@ def make_pki(directory: Path, client_sans: list[x509.GeneralName] | None = None)
     )
     client_names = client_sans or [x509.UniformResourceIdentifier("spiffe://test/client")]
     client = _write(directory, "client", *leaf("client", client_names))
-    return Pki(ca_file, server, client)
+    others = tuple(
+        _write(directory, f"client{index}", *leaf(f"client{index}", sans))
+        for index, sans in enumerate(other_clients or [], 1)
+    )
+    return Pki(ca_file, server, client, others)

@@ -10,7 +10,7 @@ from gateway.pipeline import build_pipeline
 from tests.support.stack import EXAMPLE_POLICY
 
 
-def test_chain_order_is_audit_authn_route_authz(tmp_path: Path) -> None:
+def test_chain_order_is_audit_authn_ratelimit_route_authz(tmp_path: Path) -> None:
     (tmp_path / "jwks.json").write_text('{"keys": []}')
     config = tmp_path / "opsgate.yaml"
     config.write_text(
@@ -19,5 +19,5 @@ def test_chain_order_is_audit_authn_route_authz(tmp_path: Path) -> None:
         f"authorization:\n  policy_file: {EXAMPLE_POLICY}\n"
     )
     pipeline = build_pipeline(load_settings(config, require_upstream=False))
-    assert CHAIN_ORDER == ("audit", "authn", "route", "authz")
+    assert CHAIN_ORDER == ("audit", "authn", "ratelimit", "route", "authz")
     assert [stage.name for stage in pipeline.chain] == list(CHAIN_ORDER)
