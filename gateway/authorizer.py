@@ -51,13 +51,17 @@ class _CachedDecider:
         self.holder = holder
         self._cache: LRUCache[tuple[Caller, str, str, str], Decision] = LRUCache(cache_size)
         self._clock = clock
+        self.hits = 0  # read by the metrics endpoint
+        self.misses = 0
 
     def decide(self, caller: Caller, permission: str, resource: str) -> tuple[Decision, bool]:
         policy = self.holder.current
         key = (caller, permission, resource, policy.etag)
         cached = self._cache.get(key)
         if cached is not None:
+            self.hits += 1
             return cached, True
+        self.misses += 1
         decision = evaluate(policy, caller, AccessRequest(permission, resource), self._clock())
         if not decision.time_dependent:
             self._cache[key] = decision
@@ -85,12 +89,12 @@ class Authorizer:
         clock: Clock = utc_now,
     ) -> None:
         self.policies = policies
-        self._enforced = _CachedDecider(policies, cache_size, clock)
+        self.enforced = _CachedDecider(policies, cache_size, clock)
         self._candidate = _CachedDecider(candidate, cache_size, clock) if candidate else None
 
     def decide(self, principal: Principal | None, permission: str, resource: str) -> Verdict:
         caller = caller_of(principal)
-        decision, cached = self._enforced.decide(caller, permission, resource)
+        decision, cached = self.enforced.decide(caller, permission, resource)
         if self._candidate is None:
             return Verdict(decision, cached)
         shadow, _ = self._candidate.decide(caller, permission, resource)

@@ -1,4 +1,4 @@
-"""The `opsgate` command line: serve, upstream and demo."""
+"""The `opsgate` command line: serve, upstream, demo and policy tools."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from gateway import __version__, runtime
+from gateway.audit.commands import add_arguments as add_audit_arguments
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
+from gateway.policytools.args import add_policy_commands
 from gateway.reference_upstream import ListenError
 
 
@@ -40,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("demo", help="run upstream and gateway in-process and make sample calls")
+    add_policy_commands(commands)
+
+    audit = commands.add_parser("audit", help="read an audit file").add_subparsers(
+        dest="audit_command", required=True, metavar="VERB"
+    )
+    add_audit_arguments(audit.add_parser("query", help="filter records"), tail=False)
+    add_audit_arguments(audit.add_parser("tail", help="the last records, or follow"), tail=True)
+
+    health = commands.add_parser("health", help="ask a gateway's gRPC health service")
+    health.add_argument("--address", default="127.0.0.1:8443", help="HOST:PORT of the gateway")
+    health.add_argument(
+        "--service", default="", help="'' for readiness, opsgate.liveness for liveness"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    health.add_argument("--ca-file", type=Path, help="PEM CA to verify a TLS listener")
     return parser
 
 
@@ -59,7 +76,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.server import serve_until_signalled
 
         settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         return runtime.run(serve_until_signalled(settings))
     if args.command == "upstream":
         from gateway.reference_upstream import run_reference_upstream
@@ -73,4 +90,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging("warning")
         logging.getLogger("opsgate.demo").setLevel(logging.INFO)
         return runtime.run(run_demo(sys.stdout))
+    if args.command == "audit":
+        from gateway.audit.commands import run as run_audit_command
+
+        args.command = args.audit_command  # "query" or "tail"
+        return run_audit_command(args)
+    if args.command == "health":
+        from gateway.observability.probe import check_health
+
+        return check_health(args.address, args.service, args.timeout, args.ca_file)
+    if args.command == "policy":
+        from gateway.policytools.main import run as run_policy_command
+
+        return run_policy_command(args)
     raise AssertionError(f"unhandled command {args.command}")

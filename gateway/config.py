@@ -158,6 +158,16 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The Prometheus metrics endpoint."""
+
+    listen: str = field(
+        default="0.0.0.0:9090",
+        metadata=doc("HOST:PORT serving GET /metrics (Prometheus text format)", check_host_port),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `opsgate serve` needs; built once, never mutated."""
 
@@ -196,6 +206,12 @@ class Settings:
     )
     log_level: Literal["debug", "info", "warning", "error"] = field(
         default="info", metadata=doc("operational log level")
+    )
+    log_format: Literal["json", "text"] = field(
+        default="json", metadata=doc("operational logs on stderr as JSON lines, or as text")
+    )
+    metrics: MetricsSettings | None = field(
+        default=None, metadata=doc("serve Prometheus metrics; omit to turn the endpoint off")
     )
 
     @property

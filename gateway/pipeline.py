@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from prometheus_client import CollectorRegistry
+
 from gateway.audit.recorder import AuditRecorder, open_writer
 from gateway.authn.certificates import CertificateIdentities
 from gateway.authn.factory import AuthnRuntime, build_authn
@@ -13,6 +15,7 @@ from gateway.config import RateLimitSettings, Settings
 from gateway.interceptors.chain import build_chain
 from gateway.interceptors.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.interceptors.stage import Stage
+from gateway.observability.metrics import CallMetrics, PipelineCollector
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
 from gateway.profile import ServiceProfile, load_profile
@@ -29,6 +32,12 @@ class Pipeline:
     profile: ServiceProfile
     reloaders: tuple[PolicyReloader, ...]  # enforced policy first, then any dry-run candidate
     audit: AuditRecorder
+    authorizer: Authorizer
+    registry: CollectorRegistry  # this gateway's metrics (one registry per gateway)
+
+    def in_flight(self) -> int:
+        """Calls inside the chain right now (the outermost stage counts them)."""
+        return sum(getattr(stage, "in_flight", 0) for stage in self.chain)
 
 
 def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipeline:
@@ -55,10 +64,12 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         project=settings.audit.project,
         policy_etag=lambda: policies.current.etag,
     )
-    sinks: list[OutcomeSink] = [recorder, AccessLogSink()]
+    registry = CollectorRegistry()
+    sinks: list[OutcomeSink] = [recorder, CallMetrics(registry), AccessLogSink()]
+    authorizer = Authorizer(policies, authz.decision_cache_size, candidate)
     chain = build_chain(
         authn.authenticator,
-        Authorizer(policies, authz.decision_cache_size, candidate),
+        authorizer,
         profile,
         RateLimiter(tuple(_limit_rule(limit) for limit in settings.rate_limits)),
         sink=FanOutSink(*sinks, *([sink] if sink is not None else [])),
@@ -66,7 +77,11 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         allow_anonymous=authz.allow_anonymous,
         certificates=_certificates(settings),
     )
-    return Pipeline(chain, authn, policies, profile, tuple(reloaders), recorder)
+    pipeline = Pipeline(
+        chain, authn, policies, profile, tuple(reloaders), recorder, authorizer, registry
+    )
+    registry.register(PipelineCollector(pipeline))
+    return pipeline
 
 
 def _limit_rule(limit: RateLimitSettings) -> LimitRule:

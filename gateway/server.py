@@ -14,7 +14,8 @@ from grpc_health.v1 import health
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
 from gateway.interceptors.outcome import OutcomeSink
-from gateway.observability.health import add_health_service, mark_serving
+from gateway.observability.health import add_health_service, start_not_ready, track_readiness
+from gateway.observability.metrics_server import MetricsServer
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
@@ -33,6 +34,7 @@ class Gateway:
     pipeline: Pipeline
     port: int
     host: str
+    metrics: MetricsServer
     background: tuple[asyncio.Task[None], ...] = ()
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
@@ -51,6 +53,7 @@ class Gateway:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.metrics.stop()
         for task in self.background:
             task.cancel()
         await self.channel.close()
@@ -104,9 +107,18 @@ async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) 
     )
     servicer = add_health_service(server)
     port = _bind(server, settings)
+    metrics = MetricsServer(pipeline.registry)
+    if settings.metrics is not None:
+        await metrics.start(settings.metrics.listen)
+    await start_not_ready(servicer)
     await server.start()
-    await mark_serving(servicer)
-    background = [asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch")]
+    background = [
+        asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch"),
+        asyncio.create_task(pipeline.authn.keep_trying(), name="opsgate-key-retry"),
+        asyncio.create_task(
+            track_readiness(servicer, lambda: pipeline.authn.ready), name="opsgate-readiness"
+        ),
+    ]
     if settings.authorization.reload_interval_s > 0:
         background += [
             asyncio.create_task(reloader.watch(), name=f"opsgate-watch-{reloader.path.name}")
@@ -114,7 +126,7 @@ async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) 
         ]
     host = settings.listen.rpartition(":")[0]
     log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.forwarding.target)
-    return Gateway(server, channel, servicer, pipeline, port, host, tuple(background))
+    return Gateway(server, channel, servicer, pipeline, port, host, metrics, tuple(background))
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

@@ -65,6 +65,8 @@ class Authenticator:
         self._required_scopes = frozenset(required_scopes)
         self._max_token_bytes = max_token_bytes
         self._cache = cache
+        self.cache_hits = 0  # read by the metrics endpoint
+        self.cache_misses = 0
 
     async def verify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> VerifiedToken:
         """The verified caller of a call; scopes are checked separately, by check_scopes.
@@ -74,7 +76,9 @@ class Authenticator:
         token = bearer_token(metadata, self._max_token_bytes)
         cached = self._cache.get(token)
         if cached is not None:
+            self.cache_hits += 1
             return cached
+        self.cache_misses += 1
         principal, require_scope, self_cached = await self._verify(token)
         verified = VerifiedToken(principal, require_scope)
         if not self_cached:

@@ -58,6 +58,18 @@ class AuthnRuntime:
     def ready(self) -> bool:
         return all(source.ready for source in self.key_sources)
 
+    async def keep_trying(self, interval_s: float = 2.0) -> None:
+        """Until cancelled: refetch the keys of every issuer that has none usable.
+
+        An unready replica gets no traffic, so no call would ever ask for its keys again;
+        this is what brings it back once the key endpoint is.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            missing = [source.prefetch() for source in self.key_sources if not source.ready]
+            if missing:
+                await asyncio.gather(*missing)
+
 
 def default_subject_prefix(issuer: str) -> str:
     parts = urllib.parse.urlsplit(issuer)

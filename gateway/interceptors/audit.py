@@ -54,6 +54,7 @@ class AuditStage(Stage):
         self._exempt = exempt
         self._sink = sink
         self._admit = admit  # False while the audit trail cannot take records (fail_closed)
+        self.in_flight = 0  # read by the metrics endpoint
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -70,6 +71,7 @@ class AuditStage(Stage):
         async def audited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _call_state(method, context)
             token = current_call.set(call)
+            self.in_flight += 1
             code, message, detail, reason = grpc.StatusCode.OK, "", "", None
             request_id = (REQUEST_ID_KEY, call.request_id)
             try:
@@ -94,9 +96,10 @@ class AuditStage(Stage):
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
                 await context.abort(code, message, (request_id,))
             finally:
-                current_call.reset(token)
+                self.in_flight -= 1
                 latency = time.perf_counter() - call.started
                 sink.record(CallOutcome(call, code, message, latency, detail, reason))
+                current_call.reset(token)  # after recording, so log lines carry the request id
 
         return audited
 

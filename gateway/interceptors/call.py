@@ -24,6 +24,7 @@ class CallState:
     received_at: float = field(default_factory=time.time)
     peer: str | None = None
     user_agent: str | None = None
+    upstream_s: float | None = None  # time spent waiting for the upstream, if it was called
     trace_id: str | None = None  # from the caller's traceparent, relayed upstream unchanged
     span_id: str | None = None
     principal: Principal | None = None

@@ -1,11 +1,22 @@
-"""The grpc.health.v1 service on the gateway: SERVING while up, NOT_SERVING while draining."""
+"""The grpc.health.v1 service: readiness (keys and policy loaded), liveness, and drain."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway.routing import SERVICE
+
+# Readiness answers for "" and the Operations service: SERVING only when every issuer's keys
+# and the policy are loaded. Liveness has its own name so a key endpoint outage makes pods
+# unready (no traffic) without getting them restarted.
+READINESS_SERVICES = ("", SERVICE)
+LIVENESS_SERVICE = "opsgate.liveness"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
@@ -14,6 +25,22 @@ def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
     return servicer
 
 
-async def mark_serving(servicer: health.aio.HealthServicer) -> None:
-    for service in ("", SERVICE):
-        await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+async def start_not_ready(servicer: health.aio.HealthServicer) -> None:
+    """Before the listener opens: alive, not ready."""
+    await servicer.set(LIVENESS_SERVICE, SERVING)
+    for service in READINESS_SERVICES:
+        await servicer.set(service, NOT_SERVING)
+
+
+async def track_readiness(
+    servicer: health.aio.HealthServicer, ready: Callable[[], bool], interval_s: float = 0.1
+) -> None:
+    """Keep readiness in step with `ready()` until cancelled."""
+    current = NOT_SERVING
+    while True:
+        status = SERVING if ready() else NOT_SERVING
+        if status != current:
+            for service in READINESS_SERVICES:
+                await servicer.set(service, status)
+            current = status
+        await asyncio.sleep(interval_s)

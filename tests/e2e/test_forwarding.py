@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.api_core import exceptions as core_exceptions
@@ -175,8 +177,13 @@ def test_unknown_methods_are_unimplemented(stack: Stack, method: str) -> None:
     assert not stack.upstream.calls()
 
 
-def test_health_service_reports_serving(stack: Stack) -> None:
+def test_health_service_reports_serving_once_keys_are_loaded(stack: Stack) -> None:
     stub = health_pb2_grpc.HealthStub(stack.gateway_channel)
-    for service in ("", "google.longrunning.Operations"):
+    serving = health_pb2.HealthCheckResponse.SERVING
+    deadline = time.monotonic() + 5
+    while stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status != serving:
+        assert time.monotonic() < deadline, "readiness never turned SERVING"
+        time.sleep(0.05)
+    for service in ("", "google.longrunning.Operations", "opsgate.liveness"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert reply.status == serving

@@ -1,0 +1,122 @@
+"""Prometheus metrics: per-call counters and latency histograms, and gauges read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.interceptors.outcome import CallOutcome
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Pipeline
+
+# Gateway-added time is small next to the hop (hundreds of µs); upstream time can be long (Wait).
+GATEWAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+UPSTREAM_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 300.0)
+
+
+class CallMetrics:
+    """An OutcomeSink counting calls by method, code and decision, and timing them.
+
+    Like ESPv2's overhead/backend split: `opsgate_gateway_latency_seconds` is the time the
+    gateway added, `opsgate_upstream_latency_seconds` the time spent waiting for the upstream.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "opsgate_calls",
+            "Calls by method, final gRPC code and authorization decision.",
+            ("method", "code", "decision"),
+            registry=registry,
+        )
+        self.gateway_latency = Histogram(
+            "opsgate_gateway_latency_seconds",
+            "Time the gateway added to each call (total minus upstream).",
+            ("method",),
+            buckets=GATEWAY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "opsgate_upstream_latency_seconds",
+            "Time spent waiting for the upstream, for calls that reached it.",
+            ("method",),
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
+
+    def record(self, outcome: CallOutcome) -> None:
+        call = outcome.call
+        method = call.method.rsplit("/", 1)[-1]
+        verdict = call.verdict
+        decision = "none" if verdict is None else "allow" if verdict.decision.allowed else "deny"
+        self.calls.labels(method, outcome.code.name, decision).inc()
+        upstream = call.upstream_s or 0.0
+        self.gateway_latency.labels(method).observe(max(outcome.latency_s - upstream, 0.0))
+        if call.upstream_s is not None:
+            self.upstream_latency.labels(method).observe(call.upstream_s)
+
+
+class PipelineCollector(Collector):
+    """Reads the counters the parts keep anyway (caches, key sources, reloads, audit writer)
+    at scrape time, so the hot path pays nothing for them."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+        p = self._pipeline
+        authenticator = p.authn.authenticator
+        yield _counter(
+            "opsgate_token_cache_hits", "Verified-token cache hits.", authenticator.cache_hits
+        )
+        yield _counter(
+            "opsgate_token_cache_misses", "Verified-token cache misses.", authenticator.cache_misses
+        )
+        decider = p.authorizer.enforced
+        yield _counter("opsgate_decision_cache_hits", "Decision cache hits.", decider.hits)
+        yield _counter("opsgate_decision_cache_misses", "Decision cache misses.", decider.misses)
+        fetches = CounterMetricFamily(
+            "opsgate_jwks_fetches", "Key set fetches.", labels=("issuer",)
+        )
+        failures = CounterMetricFamily(
+            "opsgate_jwks_fetch_failures", "Key set fetches that failed.", labels=("issuer",)
+        )
+        for source in p.authn.key_sources:
+            fetches.add_metric((source.name,), source.fetch_count)
+            failures.add_metric((source.name,), source.fetch_failures)
+        yield fetches
+        yield failures
+        reloads = CounterMetricFamily(
+            "opsgate_policy_reloads", "Policy reloads by result.", labels=("policy", "result")
+        )
+        for role, reloader in zip(("enforced", "dry_run"), p.reloaders, strict=False):
+            reloads.add_metric((role, "applied"), reloader.reloads)
+            reloads.add_metric((role, "rejected"), reloader.rejected)
+        yield reloads
+        policy = InfoMetricFamily("opsgate_policy", "The policy version in force.")
+        policy.add_metric((), {"etag": p.policies.current.etag})
+        yield policy
+        writer = p.audit.writer
+        yield _counter("opsgate_audit_records_written", "Audit records written.", writer.written)
+        yield _counter("opsgate_audit_sink_failures", "Failed audit writes.", writer.failures)
+        yield _counter("opsgate_audit_records_dropped", "Audit records dropped.", writer.dropped)
+        yield GaugeMetricFamily(
+            "opsgate_audit_records_pending", "Records not yet written.", value=writer.pending
+        )
+        yield GaugeMetricFamily(
+            "opsgate_audit_healthy", "1 while the sink accepts writes.", value=int(writer.healthy)
+        )
+        yield GaugeMetricFamily(
+            "opsgate_in_flight_calls", "Calls in progress.", value=p.in_flight()
+        )
+        yield GaugeMetricFamily(
+            "opsgate_ready", "1 when keys and policy are loaded.", value=int(p.authn.ready)
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

@@ -1,0 +1,1 @@
+"""`opsgate policy ...`: check, explain, test and diff policy files before they go live."""
