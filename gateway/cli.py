@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file (see README)")
     serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config file)")
     serve.add_argument("--upstream", help="upstream gRPC target (overrides the config file)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers
 
     upstream = commands.add_parser("upstream", help="run the in-memory reference Operations server")
     upstream.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on")
@@ -74,9 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from gateway.server import serve_until_signalled
+        from gateway.workers import check_workers, supervise, worker_settings
 
         settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
+        check_workers(settings, args.workers)
         configure_logging(settings.log_level, settings.log_format)
+        if args.worker_index is not None:
+            worker = worker_settings(settings, args.worker_index)
+            return runtime.run(serve_until_signalled(worker, share_port=True))
+        if args.workers > 1:
+            return supervise(sys.argv[1:], args.workers)
         return runtime.run(serve_until_signalled(settings))
     if args.command == "upstream":
         from gateway.reference_upstream import run_reference_upstream

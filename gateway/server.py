@@ -61,14 +61,15 @@ class Gateway:
         await asyncio.to_thread(self.pipeline.audit.writer.close, AUDIT_FLUSH_TIMEOUT_S)
 
 
-def server_options(settings: Settings) -> list[tuple[str, object]]:
+def server_options(settings: Settings, share_port: bool = False) -> list[tuple[str, object]]:
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
-        # Refuse to share a port silently with another process already bound to it.
-        ("grpc.so_reuseport", 0),
+        # Refuse to share a port silently with another process already bound to it, unless we
+        # are one of `serve --workers N` sharing it on purpose.
+        ("grpc.so_reuseport", 1 if share_port else 0),
     ]
 
 
@@ -88,7 +89,9 @@ def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
     )
 
 
-async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) -> Gateway:
+async def start_gateway(
+    settings: Settings, *, sink: OutcomeSink | None = None, share_port: bool = False
+) -> Gateway:
     """Bind the listener and start serving.
 
     Neither the upstream nor the key endpoints are waited for: the upstream is connected to
@@ -97,7 +100,9 @@ async def start_gateway(settings: Settings, *, sink: OutcomeSink | None = None) 
     """
     pipeline = build_pipeline(settings, sink)
     channel = open_channel(settings.forwarding, settings.max_message_bytes)
-    server = grpc.aio.server(interceptors=pipeline.chain, options=server_options(settings))
+    server = grpc.aio.server(
+        interceptors=pipeline.chain, options=server_options(settings, share_port)
+    )
     headers = UpstreamHeaders(
         forward_authorization=settings.authentication.forward_authorization,
         identity_header=settings.authentication.identity_header,
@@ -145,11 +150,11 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     return port
 
 
-async def serve_until_signalled(settings: Settings) -> int:
+async def serve_until_signalled(settings: Settings, share_port: bool = False) -> int:
     """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
     # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    gateway = await start_gateway(settings)
+    gateway = await start_gateway(settings, share_port=share_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,3 +170,46 @@ def test_demo_runs_and_exits_zero() -> None:
         "RESOURCE_NAME_INVALID",
     ):
         assert shown in stdout
+
+
+def test_two_workers_share_the_port_and_drain(
+    loop: LoopThread, tmp_path: Path, identity: Identity
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    audit = tmp_path / "audit.log"
+    with _upstream(loop) as upstream:
+        upstream.store.create(NAME)
+        config = tmp_path / "opsgate.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:{port}\nupstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
+            + identity.policy_yaml()
+            + f"audit:\n  sink: file\n  file:\n    path: {audit}\n"
+        )
+        process = _opsgate("serve", "--config", str(config), "--workers", "2")
+        try:
+            deadline = time.monotonic() + 20
+            calls = 0
+            while calls < 40:
+                assert time.monotonic() < deadline, "the workers never answered"
+                # A new channel per call, so SO_REUSEPORT spreads connections over both workers.
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = operations_pb2_grpc.OperationsStub(
+                        with_bearer(channel, identity.token())
+                    )
+                    try:
+                        stub.GetOperation(operations_pb2.GetOperationRequest(name=NAME), timeout=5)
+                        calls += 1
+                    except grpc.RpcError as err:
+                        assert err.code() == grpc.StatusCode.UNAVAILABLE  # still starting
+                        time.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        finally:
+            process.kill()
+            process.wait()
+    per_worker = [tmp_path / "audit-w0.log", tmp_path / "audit-w1.log"]
+    counts = [len(path.read_text().splitlines()) if path.exists() else 0 for path in per_worker]
+    assert sum(counts) == calls  # every call recorded once, by the worker that served it
