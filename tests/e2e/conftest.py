@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from tests.support.loop_thread import LoopThread
 from tests.support.stack import Identity, Stack, make_identity, running_stack
 
@@ -19,3 +20,13 @@ def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
 def stack(loop: LoopThread, identity: Identity) -> Iterator[Stack]:
     with running_stack(loop, identity, seed=False) as running:
         yield running
+
+
+@pytest.fixture
+def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
+    """A seeded reference upstream of its own for the test."""
+    running = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
+    try:
+        yield running
+    finally:
+        loop.run(running.stop(0))

@@ -236,15 +236,6 @@ def _write_config(identity: Identity, upstream: str, audit_file: Path, on_failur
     return config
 
 
-@pytest.fixture
-def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    running = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
-    try:
-        yield running
-    finally:
-        loop.run(running.stop(0))
-
-
 @contextmanager
 def disk_full_beyond(size: int) -> Iterator[None]:
     """Writes that would grow any file of this process past `size` fail with EFBIG, as on a

@@ -67,63 +67,57 @@ def _wait_request(seconds: int) -> operations_pb2.WaitOperationRequest:
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_signal_drains_in_flight_calls_then_exits_zero(
-    loop: LoopThread, tmp_path: Path, identity: Identity, signum: int
-) -> None:
+@contextmanager
+def _serving_a_wait(
+    loop: LoopThread, tmp_path: Path, identity: Identity, finish_after: float, extra: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], ReferenceUpstream, operations_pb2_grpc.OperationsStub]]:
+    """`opsgate serve` in a subprocess in front of an upstream holding one operation NAME."""
     with _upstream(loop) as upstream:
-        upstream.store.create(NAME, finish_after=1.5)
+        upstream.store.create(NAME, finish_after=finish_after)
         config = tmp_path / "opsgate.yaml"
         config.write_text(
-            f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n"
+            f"listen: 127.0.0.1:0\n{extra}upstream:\n  target: {upstream.address}\n"
             + identity.issuer_yaml()
             + identity.policy_yaml()
         )
         process = _opsgate("serve", "--config", str(config))
         try:
-            address = _listening_address(process)
-            with grpc.insecure_channel(address) as channel:
+            with grpc.insecure_channel(_listening_address(process)) as channel:
                 stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
-                in_flight = stub.WaitOperation.future(_wait_request(30), timeout=30)
-                deadline = time.monotonic() + 10
-                while not [c for c in upstream.calls() if c.name == NAME]:
-                    assert time.monotonic() < deadline, "the wait never reached the upstream"
-                    time.sleep(0.02)
-                process.send_signal(signum)
-                assert in_flight.result().done  # finished normally during the drain
-            assert process.wait(20) == 0
+                yield process, upstream, stub
         finally:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_signal_drains_in_flight_calls_then_exits_zero(
+    loop: LoopThread, tmp_path: Path, identity: Identity, signum: int
+) -> None:
+    with _serving_a_wait(loop, tmp_path, identity, finish_after=1.5) as (process, upstream, stub):
+        in_flight = stub.WaitOperation.future(_wait_request(30), timeout=30)
+        deadline = time.monotonic() + 10
+        while not [c for c in upstream.calls() if c.name == NAME]:
+            assert time.monotonic() < deadline, "the wait never reached the upstream"
+            time.sleep(0.02)
+        process.send_signal(signum)
+        assert in_flight.result().done  # finished normally during the drain
+        assert process.wait(20) == 0
 
 
 def test_grace_period_bounds_the_drain(
     loop: LoopThread, tmp_path: Path, identity: Identity
 ) -> None:
-    with _upstream(loop) as upstream:
-        upstream.store.create(NAME, finish_after=3600)
-        config = tmp_path / "opsgate.yaml"
-        config.write_text(
-            f"listen: 127.0.0.1:0\nshutdown_grace_s: 0.5\nupstream:\n  target: {upstream.address}\n"
-            + identity.issuer_yaml()
-            + identity.policy_yaml()
-        )
-        process = _opsgate("serve", "--config", str(config))
-        try:
-            address = _listening_address(process)
-            with grpc.insecure_channel(address) as channel:
-                stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
-                in_flight = stub.WaitOperation.future(_wait_request(600), timeout=60)
-                time.sleep(0.5)
-                started = time.monotonic()
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(20) == 0
-                assert time.monotonic() - started < 10
-                with pytest.raises(grpc.RpcError):
-                    in_flight.result()
-        finally:
-            process.kill()
-            process.wait()
+    grace = "shutdown_grace_s: 0.5\n"
+    with _serving_a_wait(loop, tmp_path, identity, 3600, grace) as (process, _, stub):
+        in_flight = stub.WaitOperation.future(_wait_request(600), timeout=60)
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        assert time.monotonic() - started < 10
+        with pytest.raises(grpc.RpcError):
+            in_flight.result()
 
 
 def test_config_error_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:

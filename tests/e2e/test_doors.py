@@ -15,27 +15,18 @@ from google.api_core import operations_v1
 from google.rpc import error_details_pb2
 
 from gateway.authn.settings import CertificateIdentity, ClientCertificateConfig
-from gateway.config import RateLimitSettings, ServerTls
+from gateway.config import RateLimitSettings
 from gateway.interceptors.outcome import MemorySink
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION, STAGING_OPERATION
 from gateway.server import Gateway, start_gateway
 from tests.support.bearer import with_bearer
-from tests.support.certs import make_pki
+from tests.support.certs import make_pki, requiring_client_certs
 from tests.support.loop_thread import LoopThread
 from tests.support.stack import EXAMPLE_POLICY, Identity, gateway_settings
 
 DEPLOYER_SPIFFE = "spiffe://acme.example/ns/ci/sa/deployer"
 OTHER_SPIFFE = "spiffe://acme.example/ns/ci/sa/intruder"
-
-
-@pytest.fixture
-def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    running = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
-    try:
-        yield running
-    finally:
-        loop.run(running.stop(0))
 
 
 @pytest.fixture
@@ -107,12 +98,7 @@ def test_client_certificate_identities(
     base = gateway_settings(upstream.address, identity, EXAMPLE_POLICY)
     settings = dataclasses.replace(
         base,
-        tls=ServerTls(
-            cert_file=pki.server.cert_file,
-            key_file=pki.server.key_file,
-            client_ca_file=pki.ca_file,
-            require_client_cert=True,
-        ),
+        tls=requiring_client_certs(pki),
         authentication=dataclasses.replace(
             base.authentication,
             client_certificates=ClientCertificateConfig(

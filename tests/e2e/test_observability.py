@@ -7,11 +7,9 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import MetricsSettings, load_settings
 from gateway.observability.logs import JsonFormatter
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION
 from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import jwks
@@ -27,15 +25,6 @@ from tests.support.bearer import with_bearer
 from tests.support.idp import local_idp
 from tests.support.loop_thread import LoopThread
 from tests.support.stack import AUDIENCE, EXAMPLE_POLICY, ISSUER, Identity, gateway_settings
-
-
-@pytest.fixture
-def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    running = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
-    try:
-        yield running
-    finally:
-        loop.run(running.stop(0))
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

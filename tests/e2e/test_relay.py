@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -14,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from gateway.server import start_gateway
 from tests.support.bearer import with_bearer
-from tests.support.probe_upstream import INITIAL, TRAILING, probe_upstream
+from tests.support.probe_upstream import INITIAL, TRAILING, ProbeServicer, probe_upstream
 from tests.support.stack import Identity, Stack, gateway_settings
 
 PARENT = "projects/acme/locations/us-central1"
@@ -63,62 +65,53 @@ def test_long_wait_is_not_cut_off_by_the_gateway(stack: Stack) -> None:
     assert time.monotonic() - started >= 1.5
 
 
-def _bearer(identity: Identity) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {identity.token()}"),)
+@asynccontextmanager
+async def _probe_behind_gateway(
+    identity: Identity,
+) -> AsyncIterator[tuple[operations_pb2_grpc.OperationsStub, ProbeServicer]]:
+    """A probe upstream, a gateway in front of it, and a stub calling the gateway."""
+    async with probe_upstream() as (address, probe):
+        gateway = await start_gateway(gateway_settings(address, identity))
+        try:
+            async with grpc.aio.insecure_channel(gateway.address) as channel:
+                yield operations_pb2_grpc.OperationsStub(channel), probe
+        finally:
+            await gateway.stop(0)
+
+
+def _get(name: str) -> operations_pb2.GetOperationRequest:
+    return operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/{name}")
 
 
 def test_remaining_deadline_and_metadata_are_relayed_exactly(loop, identity: Identity) -> None:
-    auth = _bearer(identity)
+    auth = (("authorization", f"Bearer {identity.token()}"),)
 
-    async def scenario() -> None:
-        async with probe_upstream() as (address, probe):
-            gateway = await start_gateway(gateway_settings(address, identity))
-            try:
-                async with grpc.aio.insecure_channel(gateway.address) as channel:
-                    stub = operations_pb2_grpc.OperationsStub(channel)
-                    call = stub.GetOperation(
-                        operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/x"),
-                        timeout=7,
-                        metadata=auth,
-                    )
-                    await call
-                    assert tuple(await call.initial_metadata()) == INITIAL
-                    *relayed, (key, request_id) = tuple(await call.trailing_metadata())
-                    assert tuple(relayed) == TRAILING  # exactly, then the gateway's one key
-                    assert key == "x-request-id" and len(request_id) == 32
-                    await stub.GetOperation(
-                        operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/x"),
-                        metadata=auth,
-                    )
-            finally:
-                await gateway.stop(0)
-        with_deadline, without = probe.deadlines
-        # grpc-timeout is encoded rounded up, so allow a sliver above 7 s
-        assert with_deadline is not None and 5 < with_deadline <= 7.1
-        assert without is None
+    async def scenario() -> ProbeServicer:
+        async with _probe_behind_gateway(identity) as (stub, probe):
+            call = stub.GetOperation(_get("x"), timeout=7, metadata=auth)
+            await call
+            assert tuple(await call.initial_metadata()) == INITIAL
+            *relayed, (key, request_id) = tuple(await call.trailing_metadata())
+            assert tuple(relayed) == TRAILING  # exactly, then the gateway's one key
+            assert key == "x-request-id" and len(request_id) == 32
+            await stub.GetOperation(_get("x"), metadata=auth)
+            return probe
 
-    loop.run(scenario())
+    with_deadline, without = loop.run(scenario()).deadlines
+    # grpc-timeout is encoded rounded up, so allow a sliver above 7 s
+    assert with_deadline is not None and 5 < with_deadline <= 7.1
+    assert without is None
 
 
 def test_deadline_on_a_slow_upstream_cancels_it(loop, identity: Identity) -> None:
-    auth = _bearer(identity)
+    auth = (("authorization", f"Bearer {identity.token()}"),)
 
     async def scenario() -> None:
-        async with probe_upstream() as (address, probe):
-            gateway = await start_gateway(gateway_settings(address, identity))
-            try:
-                async with grpc.aio.insecure_channel(gateway.address) as channel:
-                    stub = operations_pb2_grpc.OperationsStub(channel)
-                    with pytest.raises(grpc.aio.AioRpcError) as err:
-                        await stub.GetOperation(
-                            operations_pb2.GetOperationRequest(name=f"{PARENT}/operations/slow"),
-                            timeout=0.3,
-                            metadata=auth,
-                        )
-                    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                    await asyncio.wait_for(probe.cancelled.wait(), 5)
-            finally:
-                await gateway.stop(0)
+        async with _probe_behind_gateway(identity) as (stub, probe):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetOperation(_get("slow"), timeout=0.3, metadata=auth)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.wait_for(probe.cancelled.wait(), 5)
 
     loop.run(scenario())
 

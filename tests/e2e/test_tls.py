@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -11,32 +12,35 @@ from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 
 from gateway.config import ServerTls, UpstreamTls
-from gateway.reference_upstream import start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import server_credentials, start_gateway
 from tests.support.bearer import with_bearer
-from tests.support.certs import make_pki
+from tests.support.certs import Pki, make_pki, requiring_client_certs
 from tests.support.loop_thread import LoopThread
 from tests.support.stack import Identity, gateway_settings
 
 NAME = "projects/acme/locations/us-central1/operations/tls"
 
 
-def test_tls_listener_and_mtls_upstream(
-    loop: LoopThread, tmp_path: Path, identity: Identity
-) -> None:
+@pytest.fixture
+def mtls_upstream(loop: LoopThread, tmp_path: Path) -> Iterator[tuple[Pki, ReferenceUpstream]]:
+    """A reference upstream that demands client certificates, and the PKI behind it."""
     pki = make_pki(tmp_path)
-    upstream_tls = ServerTls(
-        cert_file=pki.server.cert_file,
-        key_file=pki.server.key_file,
-        client_ca_file=pki.ca_file,
-        require_client_cert=True,
-    )
+    credentials = server_credentials(requiring_client_certs(pki))
     upstream = loop.run(
-        start_reference_upstream(
-            "127.0.0.1:0", seed=False, server_credentials=server_credentials(upstream_tls)
-        )
+        start_reference_upstream("127.0.0.1:0", seed=False, server_credentials=credentials)
     )
     upstream.store.create(NAME)
+    try:
+        yield pki, upstream
+    finally:
+        loop.run(upstream.stop(0))
+
+
+def test_tls_listener_and_mtls_upstream(
+    loop: LoopThread, mtls_upstream: tuple[Pki, ReferenceUpstream], identity: Identity
+) -> None:
+    pki, upstream = mtls_upstream
     base = gateway_settings(f"localhost:{upstream.port}", identity)
     settings = dataclasses.replace(
         base,
@@ -63,24 +67,12 @@ def test_tls_listener_and_mtls_upstream(
             operations_v1.OperationsClient(plaintext).get_operation(NAME, timeout=5, retry=None)
     finally:
         loop.run(gateway.stop(0))
-        loop.run(upstream.stop(0))
 
 
 def test_upstream_refuses_a_gateway_without_client_certificate(
-    loop: LoopThread, tmp_path: Path, identity: Identity
+    loop: LoopThread, mtls_upstream: tuple[Pki, ReferenceUpstream], identity: Identity
 ) -> None:
-    pki = make_pki(tmp_path)
-    upstream_tls = ServerTls(
-        cert_file=pki.server.cert_file,
-        key_file=pki.server.key_file,
-        client_ca_file=pki.ca_file,
-        require_client_cert=True,
-    )
-    upstream = loop.run(
-        start_reference_upstream(
-            "127.0.0.1:0", seed=False, server_credentials=server_credentials(upstream_tls)
-        )
-    )
+    pki, upstream = mtls_upstream
     base = gateway_settings(f"localhost:{upstream.port}", identity)
     settings = dataclasses.replace(
         base, upstream=dataclasses.replace(base.upstream, tls=UpstreamTls(ca_file=pki.ca_file))
@@ -97,4 +89,3 @@ def test_upstream_refuses_a_gateway_without_client_certificate(
         assert not upstream.calls()
     finally:
         loop.run(gateway.stop(0))
-        loop.run(upstream.stop(0))

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.config import ServerTls
+
 
 @dataclass(frozen=True)
 class KeyPair:
@@ -98,3 +100,13 @@ def make_pki(
         for index, sans in enumerate(other_clients or [], 1)
     )
     return Pki(ca_file, server, client, others)
+
+
+def requiring_client_certs(pki: Pki) -> ServerTls:
+    """Server TLS with the PKI's server certificate that demands a client certificate."""
+    return ServerTls(
+        cert_file=pki.server.cert_file,
+        key_file=pki.server.key_file,
+        client_ca_file=pki.ca_file,
+        require_client_cert=True,
+    )
