@@ -110,7 +110,7 @@ async def start_gateway(
     server.add_generic_rpc_handlers(
         (UpstreamForwarder(channel, settings.forwarding.target, headers),)
     )
-    servicer = add_health_service(server)
+    servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
     if settings.metrics is not None:

@@ -19,8 +19,28 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
-    servicer = health.aio.HealthServicer()
+POLICY_ETAG_KEY = "x-opsgate-policy-etag"
+
+
+class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service; each Check also says, in its trailing metadata, which
+    policy version is in force (`opsgate health` prints it)."""
+
+    def __init__(self, policy_etag: Callable[[], str]) -> None:
+        super().__init__()
+        self._policy_etag = policy_etag
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        context.set_trailing_metadata(((POLICY_ETAG_KEY, self._policy_etag()),))
+        return await super().Check(request, context)
+
+
+def add_health_service(
+    server: grpc.aio.Server, policy_etag: Callable[[], str]
+) -> health.aio.HealthServicer:
+    servicer = DetailedHealthServicer(policy_etag)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.observability.health import POLICY_ETAG_KEY
+
 
 def check_health(
     address: str, service: str = "", timeout_s: float = 3.0, ca_file: Path | None = None
@@ -21,10 +23,14 @@ def check_health(
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+            reply, call = stub.Check.with_call(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
         except grpc.RpcError as err:
             print(f"{address}: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{address} {service or '(server)'}: {status}")
+    etag = dict(call.trailing_metadata() or ()).get(POLICY_ETAG_KEY)
+    policy = f" (policy etag {etag})" if etag else ""
+    print(f"{address} {service or '(server)'}: {status}{policy}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from tests.support.bearer import with_bearer
 from tests.support.loop_thread import LoopThread
-from tests.support.stack import Identity
+from tests.support.stack import FULL_PROFILE, OPEN_POLICY, Identity
 
 NAME = "projects/acme/locations/us-central1/operations/drain"
 
@@ -207,3 +207,58 @@ def test_two_workers_share_the_port_and_drain(
     per_worker = [tmp_path / "audit-w0.log", tmp_path / "audit-w1.log"]
     counts = [len(path.read_text().splitlines()) if path.exists() else 0 for path in per_worker]
     assert sum(counts) == calls  # every call recorded once, by the worker that served it
+
+
+def test_sighup_reloads_the_policy_and_health_names_the_version(
+    loop: LoopThread, tmp_path: Path, identity: Identity
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN_POLICY)
+    with _upstream(loop) as upstream:
+        upstream.store.create(NAME)
+        config = tmp_path / "opsgate.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
+            + f"authorization:\n  policy_file: {policy}\n  reload_interval_s: 0\n"
+            + f"  profile_file: {FULL_PROFILE}\n"
+        )
+        process = _opsgate("serve", "--config", str(config))
+        try:
+            address = _listening_address(process)
+            with grpc.insecure_channel(address) as channel:
+                stub = operations_pb2_grpc.OperationsStub(with_bearer(channel, identity.token()))
+
+                def get() -> grpc.StatusCode:
+                    try:
+                        stub.GetOperation(operations_pb2.GetOperationRequest(name=NAME), timeout=5)
+                    except grpc.RpcError as err:
+                        return err.code()
+                    return grpc.StatusCode.OK
+
+                def health() -> str:
+                    probe = subprocess.run(
+                        [sys.executable, "-m", "gateway", "health", "--address", address],
+                        capture_output=True,
+                        text=True,
+                        timeout=30,
+                    )
+                    return probe.stdout
+
+                assert get() == grpc.StatusCode.OK
+                before = health()
+                policy.write_text("allow: []\n")  # watching is off: nothing changes yet
+                assert get() == grpc.StatusCode.OK
+                process.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 10
+                while get() != grpc.StatusCode.PERMISSION_DENIED:
+                    assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
+                    time.sleep(0.05)
+                after = health()
+            assert "SERVING (policy etag " in before
+            assert before != after  # the version in force changed, and health says so
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0
+        finally:
+            process.kill()
+            process.wait()
