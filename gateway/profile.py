@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from gateway.errors import ConfigError, InvalidArgument, Unimplemented
 from gateway.resource_names import name_problem, printable
+from gateway.rest.template import PathTemplate, TemplateError, compile_template
 from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
 from gateway.sourcefile import LineMap, load_file, load_text
 
 BUILTIN_PROFILES = ("contactcenterinsights",)
+HTTP_VERBS = ("get", "post", "put", "patch", "delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +29,22 @@ class RequiredAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpRule:
+    """How a route is reached over REST, in google.api.HttpRule shape (compiled at load)."""
+
+    verb: str  # upper case: GET, POST, PUT, PATCH, DELETE
+    template: PathTemplate
+    body: str = ""  # "" (no body) or "*" (the fields the path does not bind)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One resource pattern of a method and the permission it needs; `*` is one segment."""
 
     pattern: str
     permission: str
     segments: tuple[str, ...]
+    http: HttpRule | None = None  # its REST binding, if the profile gives one
 
     def matches(self, parts: list[str]) -> bool:
         if len(parts) != len(self.segments):
@@ -51,6 +65,16 @@ class ServiceProfile:
     @property
     def permissions(self) -> frozenset[str]:
         return frozenset(route.permission for routes in self.routes.values() for route in routes)
+
+    @property
+    def http_rules(self) -> tuple[tuple[str, HttpRule], ...]:
+        """(method path, rule) for every route reachable over REST, in profile order."""
+        return tuple(
+            (method, route.http)
+            for method, routes in self.routes.items()
+            for route in routes
+            if route.http is not None
+        )
 
     def routes_method(self, method: str) -> bool:
         return method in self.routes
@@ -120,13 +144,18 @@ def _parse(data: Any, source: str, name: str) -> ServiceProfile:
             raise ConfigError(
                 source, f"routes.{method}", "must list {pattern, permission} routes", line
             )
-        routes[path] = tuple(_route(entry, source, f"routes.{method}", line) for entry in entries)
+        routes[path] = tuple(
+            _route(entry, source, f"routes.{method}", line, path) for entry in entries
+        )
+    _check_http_unambiguous(routes, source)
     return ServiceProfile(name, service, routes)
 
 
-def _route(entry: Any, source: str, key: str, line: int) -> Route:
-    if not isinstance(entry, LineMap) or set(entry) != {"pattern", "permission"}:
-        raise ConfigError(source, key, "each route is {pattern, permission}", line)
+def _route(entry: Any, source: str, key: str, line: int, method: str) -> Route:
+    if not isinstance(entry, LineMap) or not (
+        {"pattern", "permission"} <= set(entry) <= {"pattern", "permission", "http"}
+    ):
+        raise ConfigError(source, key, "each route is {pattern, permission[, http]}", line)
     pattern, permission = entry["pattern"], entry["permission"]
     if not isinstance(pattern, str) or name_problem(pattern.replace("*", "x")) is not None:
         raise ConfigError(
@@ -136,4 +165,53 @@ def _route(entry: Any, source: str, key: str, line: int) -> Route:
         raise ConfigError(
             source, f"{key}.permission", f"'{permission}' is not SERVICE.RESOURCE.VERB", entry.line
         )
-    return Route(pattern, permission, tuple(pattern.split("/")))
+    http = _http_rule(entry.get("http"), source, f"{key}.http", entry, method, pattern)
+    return Route(pattern, permission, tuple(pattern.split("/")), http)
+
+
+def _http_rule(
+    data: Any, source: str, key: str, entry: LineMap, method: str, pattern: str
+) -> HttpRule | None:
+    """`http: {get: "/v1/{name=...}"}` or `{post: ..., body: "*"}`; the template's `name`
+    variable must be exactly the route's pattern, so REST reaches only the names it authorizes."""
+    if data is None:
+        return None
+    line = entry.line_of("http")
+    verbs = [verb for verb in HTTP_VERBS if verb in data] if isinstance(data, LineMap) else []
+    if len(verbs) != 1 or set(data) - {verbs[0], "body"}:
+        raise ConfigError(source, key, f"must be one of {', '.join(HTTP_VERBS)}, plus body", line)
+    verb = verbs[0]
+    body = data.get("body", "")
+    if body not in ("", "*") or (body and verb in ("get", "delete")):
+        raise ConfigError(
+            source, f"{key}.body", f"must be '*' or absent (and absent for {verb})", line
+        )
+    try:
+        template = compile_template(data[verb])
+    except TemplateError as exc:
+        raise ConfigError(source, f"{key}.{verb}", str(exc), data.line_of(verb)) from exc
+    fields = METHODS_BY_PATH[method].request_type.DESCRIPTOR.fields_by_name
+    for capture in template.captures:
+        spec = fields.get(capture.field)
+        if spec is None or spec.type != FieldDescriptor.TYPE_STRING:
+            problem = f"'{capture.field}' is not a string field of the request"
+            raise ConfigError(source, f"{key}.{verb}", problem, data.line_of(verb))
+    named = [c for c in template.captures if c.field == "name"]
+    if not named or named[0].pattern != pattern:
+        problem = f"must capture the route's names as {{name={pattern}}}"
+        raise ConfigError(source, f"{key}.{verb}", problem, data.line_of(verb))
+    return HttpRule(verb.upper(), template, body)
+
+
+def _check_http_unambiguous(routes: dict[str, tuple[Route, ...]], source: str) -> None:
+    """Two rules that match the same requests would make the REST door's choice arbitrary."""
+    seen: set[tuple[str, object]] = set()
+    for method, method_routes in routes.items():
+        for route in method_routes:
+            if route.http is None:
+                continue
+            shape = (route.http.verb, route.http.template.shape)
+            if shape in seen:
+                problem = f"{route.http.verb} {route.http.template.text} is bound twice"
+                raise ConfigError(source, f"routes.{method.rsplit('/', 1)[-1]}.http", problem)
+            seen.add(shape)
