@@ -21,6 +21,7 @@ from gateway.configschema import (
 )
 from gateway.configschema import documented_keys as schema_keys
 from gateway.errors import ConfigError
+from gateway.rest.settings import RestSettings
 from gateway.routing import METHODS_BY_PATH
 from gateway.sourcefile import LineMap, load_file
 
@@ -212,6 +213,10 @@ class Settings:
     )
     metrics: MetricsSettings | None = field(
         default=None, metadata=doc("serve Prometheus metrics; omit to turn the endpoint off")
+    )
+    rest: RestSettings | None = field(
+        default=None,
+        metadata=doc("the REST/JSON door (Google's REST paths for the methods); omit: off"),
     )
 
     @property

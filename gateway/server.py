@@ -17,6 +17,8 @@ from gateway.interceptors.outcome import OutcomeSink
 from gateway.observability.health import add_health_service, start_not_ready, track_readiness
 from gateway.observability.metrics_server import MetricsServer
 from gateway.pipeline import Pipeline, build_pipeline
+from gateway.rest.server import RestDoor, start_rest_door
+from gateway.rest.tls import server_ssl_context
 from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 
@@ -36,6 +38,7 @@ class Gateway:
     host: str
     metrics: MetricsServer
     background: tuple[asyncio.Task[None], ...] = ()
+    rest: RestDoor | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
@@ -52,7 +55,8 @@ class Gateway:
     async def stop(self, grace: float | None) -> None:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        doors = [self.server.stop(grace), *([self.rest.stop(grace)] if self.rest else [])]
+        await asyncio.gather(*doors)  # both doors drain together
         await self.metrics.stop()
         for task in self.background:
             task.cancel()
@@ -107,9 +111,8 @@ async def start_gateway(
         forward_authorization=settings.authentication.forward_authorization,
         identity_header=settings.authentication.identity_header,
     )
-    server.add_generic_rpc_handlers(
-        (UpstreamForwarder(channel, settings.forwarding.target, headers),)
-    )
+    forwarder = UpstreamForwarder(channel, settings.forwarding.target, headers)
+    server.add_generic_rpc_handlers((forwarder,))
     servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
@@ -117,6 +120,13 @@ async def start_gateway(
         await metrics.start(settings.metrics.listen)
     await start_not_ready(servicer)
     await server.start()
+    try:
+        rest = await _start_rest(settings, pipeline, forwarder)
+    except BaseException:
+        await server.stop(None)
+        await metrics.stop()
+        await channel.close()
+        raise
     background = [
         asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch"),
         asyncio.create_task(pipeline.authn.keep_trying(), name="opsgate-key-retry"),
@@ -131,7 +141,24 @@ async def start_gateway(
         ]
     host = settings.listen.rpartition(":")[0]
     log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.forwarding.target)
-    return Gateway(server, channel, servicer, pipeline, port, host, metrics, tuple(background))
+    return Gateway(
+        server, channel, servicer, pipeline, port, host, metrics, tuple(background), rest
+    )
+
+
+async def _start_rest(
+    settings: Settings, pipeline: Pipeline, forwarder: UpstreamForwarder
+) -> RestDoor | None:
+    """The REST/JSON door, through the same chain and forwarder, if configured."""
+    if settings.rest is None:
+        return None
+    return await start_rest_door(
+        settings.rest,
+        pipeline.chain,
+        forwarder,
+        pipeline.profile,
+        ssl_context=server_ssl_context(settings.tls) if settings.tls else None,
+    )
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

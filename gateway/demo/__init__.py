@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from gateway.audit.query import format_table, is_denial, read_records
 from gateway.config import load_settings
 from gateway.demo.identity import DEMO_ISSUER, DemoIdentity
+from gateway.demo.rest import REST_STEPS, run_rest_steps
 from gateway.demo.steps import CANCEL_US, STEPS, Client, Step
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import start_gateway
@@ -32,12 +33,17 @@ async def run_demo(out: TextIO) -> int:
         print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
         try:
             failures = await _run_steps(gateway.address, identity, out)
+            assert gateway.rest is not None  # the demo's config turns the REST door on
+            print(f"\nThe same checks on the REST/JSON door ({gateway.rest.address}):\n", file=out)
+            rest_failures = await run_rest_steps(gateway.rest.address, identity, out)
         finally:
             await gateway.stop(0)  # writes every pending audit record
             await upstream.stop(0)
         _print_trail(list(read_records([identity.audit_file])), out)
-    print(f"\n{len(STEPS) - failures} of {len(STEPS)} calls behaved as expected.", file=out)
-    return 1 if failures else 0
+    total = len(STEPS) + len(REST_STEPS)
+    failed = failures + rest_failures
+    print(f"\n{total - failed} of {total} calls behaved as expected.", file=out)
+    return 1 if failed else 0
 
 
 async def _run_steps(address: str, identity: DemoIdentity, out: TextIO) -> int:

@@ -44,6 +44,8 @@ class DemoIdentity:
             "      groups_claim: groups\n"
             "authorization:\n"
             f"  policy_file: {self.policy_file}\n"
+            "rest:\n"
+            "  listen: 127.0.0.1:0\n"
             "audit:\n"
             "  sink: file\n"
             "  file:\n"

@@ -148,7 +148,7 @@ def test_demo_runs_and_exits_zero() -> None:
     process = _opsgate("demo")
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
-    assert "18 of 18 calls behaved as expected." in stdout
+    assert "20 of 20 calls behaved as expected." in stdout
     for shown in (
         "NOT_FOUND",
         "INVALID_ARGUMENT",
@@ -158,7 +158,8 @@ def test_demo_runs_and_exits_zero() -> None:
         "JWT_TOKEN_INVALID",
         "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
         "alice@acme.example",
-        "The audit trail: 20 records",
+        "The audit trail: 22 records",
+        "HTTP 403",
         "cloudaudit.googleapis.com%2Fdata_access",
         "IAM_PERMISSION_DENIED",
         "RESOURCE_NAME_INVALID",

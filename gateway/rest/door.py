@@ -1,0 +1,180 @@
+"""The REST door's request handler: match a rule, build the request, run the chain, answer JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from gateway.interceptors.audit import INTERNAL_MESSAGE, REQUEST_ID_KEY
+from gateway.resource_names import printable
+from gateway.rest.context import RestContext
+from gateway.rest.invoke import InProcessChain
+from gateway.rest.metadata import TIMEOUT_HEADER, grpc_peer, invocation_metadata
+from gateway.rest.routes import Matched, RouteTable, WrongVerb
+from gateway.rest.status import error_body, http_status, retry_after, status_details
+from gateway.rest.tls import peer_auth_context
+from gateway.rest.transcode import BadRequest, build_request, json_text, response_json
+
+log = logging.getLogger("opsgate.rest")
+
+NOT_FOUND_MESSAGE = "The requested URL was not found on this server."
+UNAVAILABLE_MESSAGE = "The service is currently unavailable."
+
+
+class RestHandler:
+    """Answers every HTTP request of the door; the checks are the chain's, never its own.
+
+    Decided here, before the chain and so not audited (like a gRPC frame the transport
+    refuses): an unmatched path (404), a wrong verb on a known path (405), a body over the
+    limit (413), a query, body or timeout header that cannot form the request (400), and
+    requests arriving while the door drains (503). Everything else is a call through the chain.
+    """
+
+    def __init__(self, routes: RouteTable, chain: InProcessChain) -> None:
+        self._routes = routes
+        self._chain = chain
+        self.inflight: set[asyncio.Task[object]] = set()
+        self.closing = False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.closing:
+            return _error(503, grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, close=True)
+        path = request.rel_url.raw_path  # as sent: a percent-encoded name stays encoded
+        found = self._routes.match(request.method, path)
+        if found is None:
+            log.debug("no REST rule matches %s %s", request.method, printable(path))
+            return _error(404, grpc.StatusCode.NOT_FOUND, NOT_FOUND_MESSAGE)
+        if isinstance(found, WrongVerb):
+            allowed = ", ".join(found.allowed)
+            message = f"Method {request.method} is not allowed here; use {allowed}."
+            return _error(405, grpc.StatusCode.UNIMPLEMENTED, message, {"Allow": allowed})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            message = f"The request body is larger than {request.client_max_size} bytes."
+            return _error(413, grpc.StatusCode.RESOURCE_EXHAUSTED, message, close=True)
+        try:
+            timeout = _timeout(request.headers)
+            request_bytes = build_request(found, list(request.query.items()), body)
+        except BadRequest as exc:
+            return _error(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            return await self._call(request, found, request_bytes, timeout)
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
+
+    async def _call(
+        self, request: web.Request, found: Matched, request_bytes: bytes, timeout: float | None
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        transport = request.transport
+        peername = transport.get_extra_info("peername") if transport else None
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        context = RestContext(
+            invocation_metadata(request.headers.items()),
+            grpc_peer(peername),
+            deadline,
+            peer_auth_context(ssl_object),
+        )
+        try:
+            async with asyncio.timeout_at(deadline) as timer:
+                context.timer = timer
+                answer = await self._chain.unary_unary(found.route.method, request_bytes, context)
+        except grpc.aio.AbortError:
+            context.finish()
+            return _status_response(context)
+        except TimeoutError:
+            # The chain saw the cancellation with no time left and recorded DEADLINE_EXCEEDED.
+            context.finish()
+            return _error(504, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.")
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler): the chain recorded CANCELLED
+            # and the upstream call was cancelled with it.
+            context.finish(cancelled=True)
+            raise
+        except Exception:
+            log.exception("unexpected error running %s over REST", found.route.method)
+            context.finish()
+            return _error(500, grpc.StatusCode.UNKNOWN, INTERNAL_MESSAGE)
+        context.finish()
+        headers = _request_id(context)
+        try:
+            text = response_json(found, answer)
+        except (DecodeError, json_format.Error, TypeError) as exc:
+            log.warning("cannot render the %s answer as JSON: %s", found.route.method, exc)
+            return _error(500, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, headers)
+        return web.Response(
+            text=text, content_type="application/json", charset="utf-8", headers=headers
+        )
+
+
+def _timeout(headers: Mapping[str, str]) -> float | None:
+    value = headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadRequest(f"X-Server-Timeout must be a positive number of seconds, got {value!r}.")
+    return seconds
+
+
+def _request_id(context: RestContext) -> dict[str, str]:
+    for key, value in context.trailing_metadata():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return {"X-Request-Id": value}
+    return {}
+
+
+def _status_response(context: RestContext) -> web.Response:
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    details = status_details(context.trailing_metadata())
+    headers = _request_id(context)
+    delay = retry_after(details)
+    if delay is not None:
+        headers["Retry-After"] = delay
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="opsgate"'  # RFC 6750 3
+    return _json(http_status(code), error_body(code, context.details() or "", details), headers)
+
+
+def _error(
+    status: int,
+    code: grpc.StatusCode,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    close: bool = False,
+) -> web.Response:
+    body = error_body(code, message)
+    body["error"]["code"] = status  # 405, 413: HTTP's own answers, with the closest gRPC status
+    response = _json(status, body, dict(headers or {}))
+    if close:
+        response.force_close()
+    return response
+
+
+def _json(status: int, body: Mapping[str, object], headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json_text(body),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )

@@ -1,0 +1,93 @@
+"""Starts and stops the REST/JSON door: an aiohttp server on the gateway's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from gateway.errors import ConfigError
+from gateway.profile import ServiceProfile
+from gateway.rest.door import RestHandler
+from gateway.rest.invoke import InProcessChain
+from gateway.rest.routes import RouteTable
+from gateway.rest.settings import RestSettings
+
+log = logging.getLogger("opsgate.rest")
+CLEANUP_TIMEOUT_S = 1.0  # after our own drain nothing is in flight; this only bounds cleanup
+
+
+@dataclass(slots=True)
+class RestDoor:
+    """A started REST door: where it listens and how to stop it."""
+
+    runner: web.AppRunner
+    handler: RestHandler
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking requests, give in-flight calls `grace` seconds, then cancel the rest.
+
+        Stop the door before the gateway (whose stop closes the upstream channel and flushes
+        the audit trail), so every REST call is forwarded and recorded like a gRPC one.
+        Cancelled calls are recorded CANCELLED, as gRPC's server.stop(grace) does.
+        """
+        self.handler.closing = True  # requests on kept-alive connections get 503 from now on
+        for site in list(self.runner.sites):
+            await site.stop()
+        pending = set(self.handler.inflight)
+        if pending and grace:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT_S)
+        await self.runner.cleanup()
+
+
+async def start_rest_door(
+    settings: RestSettings,
+    chain: Sequence[grpc.aio.ServerInterceptor],
+    handlers: grpc.GenericRpcHandler,
+    profile: ServiceProfile,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> RestDoor:
+    """Serve `profile`'s HTTP rules on settings.listen, each call running `chain` around
+    `handlers` in process (the gateway's interceptors and its upstream forwarder)."""
+    routes = RouteTable.from_profile(profile)
+    if not routes.routes:
+        log.warning("the service profile has no http rules: every REST request will be 404")
+    handler = RestHandler(routes, InProcessChain(chain, handlers))
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.router.add_route("*", "/{path:.*}", handler.handle)
+    runner = web.AppRunner(
+        app,
+        access_log=None,  # the audit trail is the record of calls; operational logs: opsgate.rest
+        handler_cancellation=True,  # a client that disconnects cancels its call
+        max_field_size=settings.max_header_bytes,
+        shutdown_timeout=CLEANUP_TIMEOUT_S,
+    )
+    await runner.setup()
+    host, _, port = settings.listen.rpartition(":")
+    bind_host = host.strip("[]")
+    try:
+        site = web.TCPSite(runner, bind_host, int(port), ssl_context=ssl_context)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        problem = f"cannot listen on {settings.listen}: {exc.strerror or exc}"
+        raise ConfigError("<rest.listen>", "rest.listen", problem) from exc
+    bound = runner.addresses[0][1]
+    log.info("opsgate REST/JSON door listening on %s:%d", host, bound)
+    return RestDoor(runner, handler, host, bound)

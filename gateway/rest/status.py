@@ -1,0 +1,85 @@
+"""gRPC status → HTTP status and Google's JSON error body, as Google's REST APIs answer errors."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+# Imported so that the Any details the gateway and upstreams send resolve in the default pool.
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway.errors import STATUS_DETAILS_KEY
+
+log = logging.getLogger("opsgate.rest")
+
+# google/rpc/code.proto gives each code its HTTP mapping; google.api_core.exceptions agrees.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def status_details(trailing: Iterable[tuple[str, str | bytes]] | None) -> status_pb2.Status | None:
+    """The google.rpc.Status in grpc-status-details-bin, or None if absent or unreadable."""
+    for key, value in trailing or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                log.warning("unreadable %s in a call's trailing metadata", STATUS_DETAILS_KEY)
+    return None
+
+
+def error_body(
+    code: grpc.StatusCode, message: str, details: status_pb2.Status | None = None
+) -> dict[str, Any]:
+    """`{"error": {"code", "message", "status"[, "details"]}}`, details as proto3 JSON."""
+    error: dict[str, Any] = {"code": http_status(code), "message": message, "status": code.name}
+    rendered = [_detail(any_detail) for any_detail in details.details] if details else []
+    if any(rendered):
+        error["details"] = [detail for detail in rendered if detail]
+    return {"error": error}
+
+
+def _detail(any_detail: Any) -> dict[str, Any] | None:
+    try:
+        rendered: dict[str, Any] = json_format.MessageToDict(any_detail)
+    except (TypeError, json_format.Error):
+        # A detail type this process does not know: Google's own frontends drop those too.
+        log.debug("dropped an error detail of unknown type %s", any_detail.type_url)
+        return None
+    return rendered
+
+
+def retry_after(details: status_pb2.Status | None) -> str | None:
+    """A RetryInfo delay as a Retry-After header value (whole seconds, rounded up)."""
+    for any_detail in details.details if details else ():
+        info = error_details_pb2.RetryInfo()
+        if any_detail.Unpack(info):
+            return str(max(1, math.ceil(info.retry_delay.ToTimedelta().total_seconds())))
+    return None
