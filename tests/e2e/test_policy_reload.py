@@ -14,6 +14,7 @@ import grpc
 import pytest
 from google.api_core import exceptions as core_exceptions
 
+from gateway.audit.logentry import to_log_entry
 from gateway.interceptors.outcome import MemorySink
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import Gateway, start_gateway
@@ -147,3 +148,40 @@ def test_an_invalid_rewrite_changes_nothing(reloading) -> None:
     _replace(policy, GRANTING)
     _wait_for_etag(gateway, good)
     assert _cancel(channel) == "OK"
+
+
+def test_dry_run_candidate_is_recorded_where_it_differs_and_changes_nothing(
+    loop: LoopThread, identity: Identity, tmp_path: Path
+) -> None:
+    enforced, candidate = tmp_path / "enforced.yaml", tmp_path / "candidate.yaml"
+    enforced.write_text(GRANTING)  # alice may cancel
+    candidate.write_text(READ_ONLY)  # ... the candidate would stop that, but allow reads
+    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
+    upstream.store.create(NAME)
+    settings = gateway_settings(upstream.address, identity, enforced)
+    settings = dataclasses.replace(
+        settings,
+        authorization=dataclasses.replace(
+            settings.authorization, dry_run_policy_file=candidate, profile_file=FULL_PROFILE
+        ),
+    )
+    sink = MemorySink()
+    gateway = loop.run(start_gateway(settings, sink=sink))
+    try:
+        channel = with_bearer(
+            grpc.insecure_channel(gateway.address), identity.token(email="alice@acme.example")
+        )
+        assert _cancel(channel) == "OK"  # enforced policy decides: the candidate changes nothing
+        from google.api_core import operations_v1
+
+        operations_v1.OperationsClient(channel).get_operation(NAME, retry=None, timeout=10)
+    finally:
+        loop.run(gateway.stop(0))
+        loop.run(upstream.stop(0))
+    cancel, get = sink.outcomes()
+    shadow = gateway.pipeline.audit.event(cancel).shadow_decision
+    assert shadow is not None and shadow["granted"] is False  # would have been denied
+    record = to_log_entry(gateway.pipeline.audit.event(cancel))
+    assert record["protoPayload"]["metadata"]["shadowDecision"]["granted"] is False
+    assert shadow["policyEtag"] != cancel.call.verdict.decision.policy_etag
+    assert gateway.pipeline.audit.event(get).shadow_decision is None  # same outcome: no entry
