@@ -103,7 +103,8 @@ def _condition_context(resource: str, permission: str, now: datetime) -> Conditi
     )
 
 
-def _keys_for(index: PolicyIndex, caller: Caller) -> CallerKeys:
+def keys_for(index: PolicyIndex, caller: Caller) -> CallerKeys:
+    """Every key under which the index may list something that names this caller."""
     return caller_keys(
         caller.member,
         caller.email,
@@ -148,7 +149,7 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     index = policy.index
     permission = normalize_permission(request.permission)
     chain = resource_chain(request.resource)
-    keys = _keys_for(index, caller)
+    keys = keys_for(index, caller)
     conditions: _Conditions | None = None  # built only when a condition has to be evaluated
 
     # Deny first. Unconditional rules are checked before conditional ones anywhere on the chain,
@@ -391,7 +392,7 @@ def explain(
     permission = normalize_permission(request.permission)
     chain = resource_chain(request.resource)
     resource = chain[-1] if chain else request.resource
-    keys = _keys_for(index, caller)
+    keys = keys_for(index, caller)
     conditions = _Conditions(resource, permission, now)
     trace: list[TraceEntry] = []
     for level in chain:

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.policy.decision import Decision, TraceEntry
-from gateway.policy.evaluator import evaluate, explain, resource_chain
-from gateway.policy.members import caller_keys
+from gateway.policy.evaluator import evaluate, explain, keys_for, resource_chain
 from gateway.policy.model import Binding, DenyRule, Policy
 from gateway.policytools.inputs import (
     Request,
@@ -65,15 +64,7 @@ def explain_request(policy: Policy, request: Request, profile: str) -> Explanati
     ]
     items.extend(b for level in chain for b in index.bindings_by_resource.get(level, ()))
     caller = request.caller
-    keys = caller_keys(
-        caller.member,
-        caller.email,
-        caller.email_verified,
-        caller.hosted_domain,
-        caller.groups,
-        caller.authenticated,
-        index.group_closure,
-    )
+    keys = keys_for(index, caller)
     permission = request.access.permission
     decided = decision.trace[0] if decision.trace else None
     rows = []
