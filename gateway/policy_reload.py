@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.authorizer import PolicyHolder
-from gateway.errors import ConfigError
 from gateway.policy.model import Policy
 
 log = logging.getLogger("opsgate.policy")
@@ -60,7 +59,7 @@ class PolicyReloader:
         async with self._lock:  # a SIGHUP during a watch-triggered reload waits its turn
             try:
                 policy = await asyncio.to_thread(self._load, self.path)
-            except ConfigError as exc:
+            except Exception as exc:
                 self.rejected += 1
                 log.error(
                     "policy reload (%s) rejected; etag %s stays in force: %s",

@@ -64,6 +64,10 @@ def load_text(text: str, source: str) -> Any:
         raise ConfigError(source, None, f"not valid YAML: {exc.problem}", line) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(source, None, f"not valid YAML: {exc}") from exc
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors raise these for values that parse but cannot be built, such
+        # as the date 2024-02-30 or an integer of 5,000 digits.
+        raise ConfigError(source, None, f"holds a value that cannot be read: {exc}") from exc
     finally:
         loader.dispose()
 

@@ -115,7 +115,17 @@ class AuditStage(Stage):
         return unimplemented
 
 
+MAX_RECORDED_PATH = 200
+
+
+def recorded_method(path: str) -> str:
+    """The method as records and logs show it: cut at '?' (clients used to REST put tokens in
+    query strings) and bounded in length."""
+    return path.split("?", 1)[0][:MAX_RECORDED_PATH]
+
+
 def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
+    method = recorded_method(method)
     metadata = context.invocation_metadata() or ()
     user_agent = next((value for key, value in metadata if key == "user-agent"), None)
     trace_id, span_id = trace_of(metadata)

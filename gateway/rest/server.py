@@ -12,6 +12,7 @@ import grpc
 from aiohttp import web
 
 from gateway.errors import ConfigError
+from gateway.rest.logfilter import install_request_error_filter
 from gateway.profile import ServiceProfile
 from gateway.rest.door import RestHandler
 from gateway.rest.invoke import InProcessChain
@@ -65,6 +66,7 @@ async def start_rest_door(
 ) -> RestDoor:
     """Serve `profile`'s HTTP rules on settings.listen, each call running `chain` around
     `handlers` in process (the gateway's interceptors and its upstream forwarder)."""
+    install_request_error_filter()
     routes = RouteTable.from_profile(profile)
     if not routes.routes:
         log.warning("the service profile has no http rules: every REST request will be 404")

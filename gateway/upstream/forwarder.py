@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,9 +24,30 @@ _HOP_HEADERS = frozenset(
     {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding"}
 )
 
+# grpc core's own words when a call failed in transport (the upstream never answered it).
+_TRANSPORT_FAILURES = (
+    "failed to connect to all addresses",
+    "Stream removed",
+    "Socket closed",
+    "Connection reset",
+    "connections to all backends failing",
+    "GOAWAY received",
+)
+
 _DISCONNECTED = frozenset(
     {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.CONNECTING}
 )
+
+
+def header_safe(value: str) -> str:
+    """Percent-encode what an ASCII metadata value cannot carry (non-ASCII, controls, '%').
+
+    Emails may be internationalised (RFC 6531); a raw é or CR/LF would make the upstream call
+    fail (or, worse, forge a second header), so the identity header is always plain ASCII.
+    """
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return urllib.parse.quote(value, safe=" !\"#$&'()*+,-./:;<=>?@[]^_`{|}~")
 
 
 class UpstreamHeaders:
@@ -54,7 +76,7 @@ class UpstreamHeaders:
         if self._identity_header:
             call = current_call.get(None)
             if call is not None and call.principal is not None:
-                return (*relayed, (self._identity_header, call.principal.member))
+                return (*relayed, (self._identity_header, header_safe(call.principal.member)))
         return relayed
 
 
@@ -120,7 +142,7 @@ class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
     def _failure(self, err: grpc.aio.AioRpcError) -> RelayedStatus | Unavailable:
         code = err.code()
         trailing = tuple(err.trailing_metadata() or ())
-        if code is grpc.StatusCode.UNAVAILABLE and not trailing and self._disconnected():
+        if code is grpc.StatusCode.UNAVAILABLE and not trailing and self._never_answered(err):
             # The upstream never answered: say so in our words, keep its address to our log.
             log.warning("upstream %s unreachable: %s", self._target, err.details())
             return Unavailable(
@@ -128,5 +150,10 @@ class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
             )
         return RelayedStatus(code, err.details() or "", trailing)
 
-    def _disconnected(self) -> bool:
-        return self._channel.get_state(try_to_connect=False) in _DISCONNECTED
+    def _never_answered(self, err: grpc.aio.AioRpcError) -> bool:
+        """The upstream did not send this status: the channel is down, or gRPC's own transport
+        wording says so (the channel may have reconnected by the time we look)."""
+        if self._channel.get_state(try_to_connect=False) in _DISCONNECTED:
+            return True
+        details = err.details() or ""
+        return details.startswith(_TRANSPORT_FAILURES)

@@ -202,6 +202,12 @@ CASES: list[Case] = [
     ),
     ("string-exp", lambda w: bearer(w.token(exp=str(_now() + 300))), INVALID),
     ("bool-iat", lambda w: bearer(w.token(iat=True)), INVALID),
+    ("nan-exp", lambda w: bearer(w.token(exp=float("nan"))), INVALID),
+    (
+        "nan-iat-skips-lifetime",
+        lambda w: bearer(w.token(iat=float("nan"), exp=_now() + 10**8)),
+        INVALID,
+    ),
     ("numeric-aud", lambda w: bearer(w.token(aud=12)), INVALID),
     (
         "missing-email",
@@ -355,3 +361,16 @@ def test_identity_reaches_upstream_and_authorization_does_not(world: AuthnWorld)
     received = dict(record.metadata)
     assert received["x-opsgate-principal"] == "user:carol@acme.example"  # not the spoofed one
     assert "authorization" not in received
+
+
+def test_an_internationalised_email_reaches_the_upstream_percent_encoded(world: AuthnWorld) -> None:
+    world.get(bearer(world.token(email="zoë@acme.example", jti="idn")))
+    received = dict(world.upstream.calls()[-1].metadata)
+    assert received["x-opsgate-principal"] == "user:zo%C3%AB@acme.example"
+
+
+def test_crlf_in_an_email_cannot_forge_a_second_header(world: AuthnWorld) -> None:
+    email = "bob@acme.example\r\nx-opsgate-principal: user:alice@acme.example"
+    world.get(bearer(world.token(email=email, jti="crlf")))
+    received = [v for k, v in world.upstream.calls()[-1].metadata if k == "x-opsgate-principal"]
+    assert received == ["user:bob@acme.example%0D%0Ax-opsgate-principal: user:alice@acme.example"]

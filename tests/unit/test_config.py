@@ -174,6 +174,11 @@ BAD_CONFIGS = [
     ),
     ("yaml-syntax", "upstream: [\n", r"not valid YAML"),
     (
+        "impossible-date",
+        "upstream:\n  target: a:1\nlog_level: 2024-02-30\n",
+        r"holds a value that cannot be read",
+    ),
+    (
         "cert-without-key",
         "upstream:\n  target: a:1\n  tls:\n    cert_file: c.pem\n",
         r"key 'upstream.tls': cert_file and key_file must be given together",
