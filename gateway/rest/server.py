@@ -12,10 +12,10 @@ import grpc
 from aiohttp import web
 
 from gateway.errors import ConfigError
-from gateway.rest.logfilter import install_request_error_filter
 from gateway.profile import ServiceProfile
 from gateway.rest.door import RestHandler
 from gateway.rest.invoke import InProcessChain
+from gateway.rest.logfilter import install_request_error_filter
 from gateway.rest.routes import RouteTable
 from gateway.rest.settings import RestSettings
 
