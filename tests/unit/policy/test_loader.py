@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import policygen
 from gateway.errors import ConfigError
 from gateway.policy import AccessRequest, Caller, Effect, PolicyError, evaluate, load_policy
 from gateway.policy.roles import predefined_roles
-from tests.unit.policy import policygen
 from tests.unit.policy.support import CANCEL, GET, NOW, SOURCE, line_of, load, problems
 
 VIEWER = "roles/contactcenterinsights.viewer"

@@ -1,0 +1,307 @@
+"""The state of one harness run: its mode, work directory, identity, children and results.
+
+Every phase (end-to-end rows, library mode, scale, memory, long calls) goes through this to
+start servers, drive load with h2load or the Python generator, and note what it skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import h2load, wire
+from benchmarks.check import CheckResult, check, fetch
+from benchmarks.fixtures import Identity, write_gateway_config, write_policy
+from benchmarks.modes import Mode
+from benchmarks.procs import REPO, Service, child_env, free_port, python_module
+from benchmarks.stats import percentile
+
+LOADGEN = "benchmarks.loadgen"
+
+
+@dataclass
+class Measurement:
+    """One measured run of one row at one concurrency."""
+
+    rps: float
+    p50_us: float
+    p99_us: float
+    cpu_us: float  # front-end process tree CPU per call
+    upstream_cpu_us: float | None  # the upstream's, for context
+    calls: int
+    failures: int  # not grpc-status 0 / not HTTP 200 / payload differs
+    latencies_us: list[int] = field(repr=False)
+    cpu_util: float = 0.0  # front-end CPU seconds per wall second
+    sys_us: float = 0.0  # of cpu_us, the part spent in the kernel
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rps": self.rps,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "cpu_us": self.cpu_us,
+            "upstream_cpu_us": self.upstream_cpu_us,
+            "calls": self.calls,
+            "failures": self.failures,
+            "cpu_util": self.cpu_util,
+            "sys_us": self.sys_us,
+        }
+
+
+class Bench:
+    """One run of the harness."""
+
+    def __init__(self, mode: Mode, directory: Path, tools: dict[str, str | None]) -> None:
+        self.mode = mode
+        self.dir = directory
+        self.tools = tools
+        self.started = time.monotonic()
+        self.notes: list[str] = []
+        self.services: list[Service] = []
+        self.identity = Identity.create(directory)
+        self.request = wire.get_request()
+        self.request_file = directory / "get-request.bin"
+        self.request_file.write_bytes(self.request)
+        self.body_file = wire.write_body(directory / "get-body.bin", self.request)
+        self.warm_token = self.identity.token()
+        self.warm_token_file = directory / "warm.token"
+        self.warm_token_file.write_text(self.warm_token)
+        self.expected = b""
+        self.expected_file = directory / "expected.bin"
+        self.upstream: Service | None = None
+        self.row_services: dict[str, Service] = {}  # kept running for the profiles
+        self.policy = write_policy(directory, mode.e2e_policy_bindings)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return self.mode.budget_s - self.elapsed()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    # --- servers ------------------------------------------------------------------------------
+
+    def start(
+        self, name: str, argv: list[str], address: str, *, health: bool, timeout_s: float = 90
+    ) -> Service:
+        service = Service(name, argv, self.dir / f"{name}.log", address)
+        service.start()
+        self.services.append(service)
+        service.wait_ready(timeout_s, health=health)
+        return service
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        if service in self.services:
+            self.services.remove(service)
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception as exc:  # keep stopping the others
+                self.note(f"stopping {service.name} failed: {exc}")
+        self.services.clear()
+
+    def start_upstream(self) -> Service:
+        address = f"127.0.0.1:{free_port()}"
+        argv = python_module("gateway", "upstream", "--listen", address)
+        self.upstream = self.start("upstream", argv, address, health=True)
+        self.expected = fetch(address, self.request, None)
+        self.expected_file.write_bytes(self.expected)
+        return self.upstream
+
+    def gateway_config(
+        self,
+        name: str,
+        *,
+        listen: str,
+        profile_file: Path | None = None,
+        metrics_listen: str | None = None,
+        library: bool = False,
+    ) -> Path:
+        assert self.upstream is not None or library
+        return write_gateway_config(
+            self.dir,
+            name,
+            listen=listen,
+            upstream=None if library else self.upstream.address,  # type: ignore[union-attr]
+            identity=self.identity,
+            policy=self.policy,
+            profile_file=profile_file,
+            metrics_listen=metrics_listen,
+        )
+
+    def start_gateway(
+        self,
+        name: str,
+        *,
+        workers: int | None = None,
+        profile_file: Path | None = None,
+        metrics_listen: str | None = None,
+        prefix: list[str] | None = None,
+    ) -> Service:
+        """`opsgate serve` (as `python -m gateway serve`) on a fixed free port."""
+        address = f"127.0.0.1:{free_port()}"
+        config = self.gateway_config(
+            name, listen=address, profile_file=profile_file, metrics_listen=metrics_listen
+        )
+        argv = [*(prefix or [sys.executable]), "-m", "gateway", "serve", "--config", str(config)]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        return self.start(name, argv, address, health=True)
+
+    # --- load ---------------------------------------------------------------------------------
+
+    def check(self, address: str, token: str | None) -> CheckResult:
+        return check(address, self.request, self.expected, token, self.mode.check_calls)
+
+    def h2load(
+        self,
+        address: str,
+        concurrency: int,
+        seconds: float,
+        token: str | None,
+        front: int,
+        *,
+        upstream: int | None = None,
+        body: Path | None = None,
+        method: str = wire.GET_OPERATION,
+    ) -> Measurement:
+        pids = [front] + ([upstream] if upstream is not None else [])
+        result = h2load.run(
+            f"http://{address}{method}",
+            body or self.body_file,
+            concurrency=concurrency,
+            seconds=seconds,
+            token=token,
+            log_path=self.dir / "h2load.log",
+            cpu_pids=pids,
+        )
+        calls = max(result.succeeded, 1)
+        latencies = result.latencies_us
+        return Measurement(
+            rps=result.rps,
+            p50_us=percentile(latencies, 0.5),
+            p99_us=percentile(latencies, 0.99),
+            cpu_us=result.cpu_s[front] / calls * 1e6,
+            upstream_cpu_us=(result.cpu_s[upstream] / calls * 1e6) if upstream else None,
+            calls=result.succeeded,
+            failures=result.failed + result.errored + result.non_200,
+            latencies_us=latencies,
+            cpu_util=result.cpu_s[front] / result.seconds if result.seconds else 0.0,
+            sys_us=result.sys_s[front] / calls * 1e6,
+        )
+
+    def pygen(
+        self,
+        address: str,
+        *,
+        calls: int,
+        concurrency: int,
+        front: int | None,
+        upstream: int | None = None,
+        token_file: Path | None = None,
+        tokens: list[Path] | None = None,
+        warmup: int = 0,
+        rss_pid: int = 0,
+        latencies: bool = True,
+        expect: bool = True,
+        timeout_s: float = 900,
+        max_seconds: float = 0,
+    ) -> tuple[Measurement, dict[str, Any]]:
+        """Run the Python generator as its own process; (measurement, its raw answer)."""
+        out = self.dir / "loadgen.json"
+        pids = [p for p in (front, upstream) if p]
+        argv = python_module(
+            LOADGEN,
+            "run",
+            "--target",
+            address,
+            "--method",
+            wire.GET_OPERATION,
+            "--body",
+            str(self.request_file),
+            "--calls",
+            str(calls),
+            "--warmup",
+            str(warmup),
+            "--concurrency",
+            str(concurrency),
+            "--connections",
+            str(h2load.connections_for(concurrency)[0]),
+            "--cpu-pids",
+            ",".join(str(p) for p in pids),
+            "--out",
+            str(out),
+        )
+        if expect:
+            argv += ["--expect", str(self.expected_file)]
+        if token_file is not None:
+            argv += ["--token-file", str(token_file)]
+        if tokens:
+            argv += ["--tokens", ",".join(str(t) for t in tokens)]
+        if rss_pid:
+            argv += ["--rss-pid", str(rss_pid)]
+        if not latencies:
+            argv.append("--no-latencies")
+        if max_seconds:
+            argv += ["--max-seconds", f"{max_seconds:.1f}"]
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
+            env=child_env(),
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-3000:]}")
+        raw: dict[str, Any] = json.loads(out.read_text())
+        n = max(raw["calls"], 1)
+        cpu = {int(pid): used for pid, used in raw["cpu_s"].items()}
+        ok = raw["codes"].get("OK", 0)
+        lat = raw["latencies_us"]
+        measurement = Measurement(
+            rps=raw["rps"],
+            p50_us=percentile(lat, 0.5) if lat else float("nan"),
+            p99_us=percentile(lat, 0.99) if lat else float("nan"),
+            cpu_us=cpu[front] / n * 1e6 if front else float("nan"),
+            upstream_cpu_us=cpu[upstream] / n * 1e6 if upstream else None,
+            calls=raw["calls"],
+            failures=(raw["calls"] - ok) + raw["mismatched_payloads"],
+            latencies_us=lat,
+            cpu_util=cpu[front] / raw["seconds"] if front and raw["seconds"] else 0.0,
+            sys_us=float(raw["sys_s"][str(front)]) / n * 1e6 if front else 0.0,
+        )
+        return measurement, raw
+
+    def write_lines(self, name: str, lines: list[str]) -> Path:
+        path = self.dir / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def read_token_files(paths: list[Path]) -> list[str]:
+    tokens: list[str] = []
+    for path in paths:
+        tokens.extend(line for line in path.read_text().splitlines() if line)
+    return tokens
+
+
+def library_config(bench: Bench, name: str) -> Path:
+    return bench.gateway_config(name, listen="127.0.0.1:0", library=True)
+
+
+def policy_for(bench: Bench, bindings: int) -> Path:
+    return write_policy(bench.dir, bindings)

@@ -1,0 +1,538 @@
+"""Writes benchmarks/REPORT.md from the results (results.json holds the same figures, raw)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.stats import fmt
+
+# What would meet a missed target, from the profiles (Profiles section) of this code base.
+_CHAIN_WORK = (
+    "The thread table shows where the extra CPU over the forwarder goes: the event-loop thread "
+    "(more user time, and more system time), plus the audit writer thread. In the gateway's "
+    "inclusive profile the biggest single item is recording the outcome on the event loop "
+    "(`FanOutSink.record`: building the LogEntry dict tree, JSON-serializing it in "
+    "`AuditWriter.submit`, `CallMetrics.record`), then `_call_state` (peer parsing, "
+    "`uuid4()`, trace context). What would meet it, biggest first: (1) hand the audit writer "
+    "thread a small tuple of the call's fields and build and serialize the record there, "
+    "waking it once per batch instead of `Condition.notify` per record (the per-call futex "
+    "wake-ups are the extra system time); (2) one interceptor that runs authn, ratelimit, "
+    "route and authz as plain function calls inside one wrapped handler, instead of five "
+    "`intercept_service` layers and five coroutine frames per call; (3) metrics through "
+    "label children bound once per (method, code) instead of `.labels()` per call; (4) a "
+    "request id from a per-process random prefix and a counter instead of `uuid4()` (a "
+    "getrandom syscall per call)."
+)
+REMEDIES = {
+    "warm_cpu": _CHAIN_WORK,
+    "throughput": (
+        "On a saturated core throughput is the inverse of CPU per call: whatever lowers the "
+        "warm CPU per call (see the first missed target) raises this ratio by the same factor."
+    ),
+    "added_latency": (
+        "At c=1 the added latency is the chain's CPU time on the call's critical path, the same "
+        "work as the CPU target; moving the audit record's construction and serialization off "
+        "the event loop (it runs before the response is sent) shortens it most."
+    ),
+    "cold_cpu": (
+        "In the cold-caches profile most of the extra is `JwtVerifier.verify`: pyjwt's RSA "
+        "verification plus its second decoding of the token (`_decode_base64url_segment`), "
+        "then the uncached decision (`Authorizer.decide`), the token-cache insert "
+        "(`TLRUCache.__setitem__`) and a longer audit record. In process, "
+        "`Authenticator.verify` uncached costs several times the bare signature check with the "
+        "same key (Token verification table): after `peek` has decoded header and claims, "
+        "`jwt.PyJWS.decode_complete` splits, base64-decodes and JSON-parses the token again. "
+        "Verify the signature directly with the prepared `cryptography` key over "
+        "`header.payload`, reuse the claims `peek` decoded, and insert into the caches without "
+        "the TLRU bookkeeping per call."
+    ),
+    "library": (
+        "Library mode has no proxy hop to hide the chain behind: the bare servicer costs so "
+        "little per call that 15% leaves the chain only a few tens of µs. Only the same "
+        "reductions as for the gateway, all of them, get near it: audit record built and "
+        "serialized off the event loop, one interceptor instead of five, cheaper metrics and "
+        "request ids."
+    ),
+    "decision_cached": (
+        "The cProfile below: per hit, `caller_of` builds a new Caller (a frozen dataclass, "
+        "~0.7 µs), and cachetools' `LRUCache.get` hashes and compares the 4-tuple key three "
+        "times (`__contains__`, `__getitem__`, `move_to_end`, each through Caller's Python "
+        "`__hash__`/`__eq__`). Build the Caller once per verified token (keep it on "
+        "VerifiedToken/Principal) and look decisions up with one `dict.get` on "
+        "(caller, permission, resource, etag), doing LRU bookkeeping only on inserts "
+        "(evict the oldest insertion when full): a replica of that lookup plus the Verdict "
+        "is the reference row under Policy decisions."
+    ),
+    "decision_uncached": "See the uncached-decision profile below for the slowest kind.",
+    "decision_flat": "See the uncached-decision profile below: the walk should not grow.",
+    "vs_cedar": "cedarpy already gets pre-parsed handles; the gap is opsgate's to widen.",
+    "load": (
+        "Parsing is PyYAML's floor (its C parser with Python constructors: even a plain "
+        "`yaml.load(..., CSafeLoader)` without line numbers takes as long), so the validating "
+        "and indexing half has to shrink: most of it is per-binding member and role parsing "
+        "(`members`/`member` in the profile below, the same member strings recurring across "
+        "bindings: memoize them per load) and `_grant_entry`/`_miss` in `build_index` "
+        "(precomputed per binding)."
+    ),
+    "held_calls": (
+        "Held calls should cost nothing per unary call unless something walks them per call; "
+        "check the in-flight bookkeeping for work proportional to open calls."
+    ),
+}
+
+
+def _ms(fig: dict[str, Any] | None) -> str:
+    if not fig or fig.get("median") is None:
+        return "—"
+    scaled = {k: (v / 1000 if isinstance(v, int | float) else v) for k, v in fig.items()}
+    scaled["values"] = fig.get("values", [])
+    return fmt(scaled, 2)
+
+
+def _result(passed: bool | None) -> str:
+    return {True: "**pass**", False: "**MISS**", None: "reported"}[passed]
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out: list[str] = []
+    add = out.append
+    add("# opsgate benchmarks\n")
+    add(
+        f"Generated by `{meta['command']}` on {meta['date']} in {meta['seconds']:.0f} s "
+        f"(mode `{meta['mode']}`; the budget for this mode is {meta['budget_s']:.0f} s). "
+        f"Every figure is the **median of {meta['repeats']} interleaved repeats**, with the "
+        "min\u2013max range in brackets. **CPU per call** is the user+system CPU time of the "
+        "front-end process (its whole process tree) over the measured window divided by the "
+        "calls made in it: on a shared, noisy machine it is the figure that holds still; "
+        "throughput and latency move with the neighbours.\n"
+    )
+    _targets(add, results)
+    _rows(add, results)
+    _library(add, results)
+    _scale(add, results)
+    _memory(add, results)
+    _long_calls(add, results)
+    _micro(add, results)
+    _profiles(add, results)
+    _environment(add, results)
+    _notes(add, results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _targets(add: Any, results: dict[str, Any]) -> None:
+    add("## Targets\n")
+    add("| target (from the issue) | measured | result | command |")
+    add("|---|---|---|---|")
+    for target in results.get("targets", []):
+        measured = target["measured"]
+        if target.get("note"):
+            measured += f" — *{target['note']}*"
+        add(
+            f"| {target['target']} | {measured} | {_result(target['passed'])} | "
+            f"`{target['command']}` |"
+        )
+    missed = [t for t in results.get("targets", []) if t["passed"] is False]
+    if missed:
+        add("\n**Missed** — what would meet each (evidence in [Profiles](#profiles)):\n")
+        for target in missed:
+            add(f"- *{target['target']}*: {REMEDIES.get(target['key'], 'see Profiles.')}")
+    add("")
+
+
+def _rows(add: Any, results: dict[str, Any]) -> None:
+    add("## End-to-end rows\n")
+    rows = results.get("rows") or {}
+    if not rows:
+        add("Not measured in this run (see Notes).\n")
+        return
+    concurrencies = sorted({int(c) for row in rows.values() for c in row["concurrency"]})
+    head = " | ".join(f"c={c}" for c in concurrencies)
+    line = "|---|" + "---|" * len(concurrencies)
+
+    def table(title: str, metric: str, render_fig: Any) -> None:
+        add(f"**{title}**\n")
+        add(f"| row | {head} |")
+        add(line)
+        for row in rows.values():
+            cells = [
+                render_fig(row["concurrency"].get(str(c), {}).get(metric)) for c in concurrencies
+            ]
+            add(f"| {row['title']} | " + " | ".join(cells) + " |")
+        add("")
+
+    table("CPU per call, µs (front-end process tree)", "cpu_us", lambda f: fmt(f, 0))
+    table("of which system (kernel) time, µs", "sys_us", lambda f: fmt(f, 0))
+    table("Throughput, requests/s", "rps", lambda f: fmt(f, 0))
+    table("p50 latency, ms", "p50_us", _ms)
+    table("p99 latency, ms", "p99_us", _ms)
+    table(
+        "Upstream CPU per call, µs (the shared reference upstream, for context)",
+        "upstream_cpu_us",
+        lambda f: fmt(f, 0),
+    )
+    add("**Checks** (grpc-status and payload compared with the upstream's own answer)\n")
+    add("| row | driver | front-end process | check |")
+    add("|---|---|---|---|")
+    for row in rows.values():
+        mark = "" if row["check_passed"] else " **FAILED**"
+        add(f"| {row['title']} | {row['driver']} | `{row['process']}` | {row['check']}{mark} |")
+    add("")
+    add("How the rows were run:\n")
+    for line_text in results["meta"]["method"]:
+        add(f"- {line_text}")
+    add("")
+
+
+def _library(add: Any, results: dict[str, Any]) -> None:
+    add("## Library mode\n")
+    library = results.get("library")
+    if not library or "cpu_us" not in library:
+        add(_why(results, "library"))
+        return
+    add(
+        "The reference Operations servicer in one grpc.aio server (uvloop), with "
+        "`gateway.library.OpsgateChain` (same config and policy as the gateway rows) and "
+        f"without it; warm token, c={library['concurrency']}, {library['driver']}.\n"
+    )
+    add("| server | CPU per call, µs | requests/s | p50, ms |")
+    add("|---|---|---|---|")
+    for key in ("without", "with"):
+        add(
+            f"| {key} the chain | {fmt(library['cpu_us'][key])} | {fmt(library['rps'][key])} | "
+            f"{_ms(library['p50_us'][key])} |"
+        )
+    per_repeat = {k: v * 100 if isinstance(v, float) else v for k, v in library["overhead"].items()}
+    add(
+        f"\nThe chain adds **{library['overhead_of_medians']:+.0%}** CPU per call (per repeat: "
+        f"{fmt(per_repeat, 0, '%')}). Checks: {library['checks']}.\n"
+    )
+
+
+def _scale(add: Any, results: dict[str, Any]) -> None:
+    add("## Scale: `opsgate serve --workers N`\n")
+    scale = results.get("scale")
+    if not scale or "gain" not in scale:
+        add((scale or {}).get("skipped") or _why(results, "scale"))
+        add("")
+        return
+    add(
+        f"c={scale['concurrency']} over 16 connections (SO_REUSEPORT spreads connections, not "
+        f"calls), warm token, {scale['driver']}; the reference upstream shares the same "
+        f"{results['environment']['machine']['cores']} cores.\n"
+    )
+    add(
+        "| workers | requests/s | CPU per call, µs (tree) | gateway cores busy "
+        "| upstream cores busy | p99, ms |"
+    )
+    add("|---|---|---|---|---|---|")
+    for n in ("1", "2"):
+        add(
+            f"| {n} | {fmt(scale['rps'][n])} | {fmt(scale['cpu_us'][n])} | "
+            f"{fmt(scale['gateway_cores_busy'][n], 2)} | "
+            f"{fmt(scale['upstream_cores_busy'][n], 2)} | "
+            f"{_ms(scale['p99_us'][n])} |"
+        )
+    add(
+        f"\n**Gain with 2 workers: {scale['gain']['median']:.2f}x** "
+        f"({fmt(scale['gain'], 2, 'x')} per repeat). Checks: {scale['checks']}.\n"
+    )
+
+
+def _memory(add: Any, results: dict[str, Any]) -> None:
+    add("## Memory: RSS after many distinct tokens\n")
+    memory = results.get("memory")
+    if not memory or "end_rss_bytes" not in memory:
+        add(_why(results, "memory"))
+        return
+    mib = 2**20
+    growth = memory.get("second_half_growth")
+    add(
+        f"A fresh gateway (token cache {memory['token_cache_size']:,} entries, the default) was "
+        f"given **{memory['tokens']:,} distinct valid {memory['algorithm']} tokens** "
+        f"({memory['calls']:,} calls, {memory['rps']:,.0f} calls/s, signed by a process pool in "
+        f"{memory['signing_s']:.1f} s before the run). The tokens name {memory['principals']:,} "
+        "callers the policy does not grant, in turn: every call is a token-cache miss and a new "
+        "cache entry, then PERMISSION_DENIED at authz, so the upstream is not involved. "
+        f"Answers: {memory['codes']}; token-cache misses counted by the gateway: "
+        f"{memory['token_cache_misses']}.\n"
+    )
+    if memory.get("stopped_early"):
+        add(
+            f"**Stopped early: {memory['calls']:,} of {memory['tokens']:,} tokens presented** "
+            "before the time budget ran out.\n"
+        )
+    add("| | RSS |")
+    add("|---|---|")
+    add(f"| start (after 200 warm calls) | {memory['start_rss_bytes'] / mib:.1f} MiB |")
+    add(f"| after half the tokens | {memory['rss_at_half_bytes'] / mib:.1f} MiB |")
+    add(f"| end | {memory['end_rss_bytes'] / mib:.1f} MiB |")
+    add(f"| peak (VmHWM) | {memory['peak_rss_bytes'] / mib:.1f} MiB |")
+    if growth is not None:
+        verdict = "bounded" if growth < 0.05 else "still growing"
+        add(f"\nGrowth over the second half of the run: {growth:+.1%} ({verdict}).\n")
+
+
+def _long_calls(add: Any, results: dict[str, Any]) -> None:
+    add("## Long calls: held WaitOperation and unary latency\n")
+    long_calls = results.get("long_calls")
+    if not long_calls or "p99_us" not in long_calls:
+        add(_why(results, "long_calls"))
+        return
+    held = long_calls["held_calls"]
+    add(
+        f"A gateway with a profile routing WaitOperation; {held:,} WaitOperation calls on an "
+        "operation that never finishes held open through it (confirmed by the gateway's "
+        f"`opsgate_in_flight_calls`: {long_calls['in_flight_seen']}), while "
+        f"{long_calls['unary_calls']:,} unary GetOperation calls ran at "
+        f"c={long_calls['concurrency']} (Python generator). Without, then with, each repeat.\n"
+    )
+    add("| | p50, ms | p99, ms | requests/s | CPU per call, µs |")
+    add("|---|---|---|---|---|")
+    for key in ("without", "with"):
+        add(
+            f"| {key} held calls | {_ms(long_calls['p50_us'][key])} | "
+            f"{_ms(long_calls['p99_us'][key])} | {fmt(long_calls['rps'][key])} | "
+            f"{fmt(long_calls['cpu_us'][key])} |"
+        )
+    still = [h.get("still_open") for h in long_calls["held_results"]]
+    slowest = max(1, long_calls["unary_calls"] // 100)
+    add(
+        f"\np99 change: **{long_calls['increase_of_medians']:+.0%}**. Held calls still open "
+        f"when released, per repeat: {still} of {held:,}. Each p99 is about the "
+        f"{slowest}th-slowest of {long_calls['unary_calls']:,} calls, so a neighbour's burst on "
+        "this shared machine moves it; the range across repeats shows how much.\n"
+    )
+
+
+def _micro(add: Any, results: dict[str, Any]) -> None:
+    add("## Micro-benchmarks\n")
+    micro = results.get("micro")
+    if not micro:
+        add(_why(results, "micro"))
+        return
+    tokens = micro.get("tokens")
+    add("### Token verification (gateway.authn, in process)\n")
+    if tokens:
+        add(
+            "`Authenticator.verify(metadata)` of an Authenticator from "
+            "`gateway.authn.factory.build_authn` with a `jwks_file` issuer: uncached = every call "
+            f"a new token ({tokens['tokens_per_repeat']:,} per repeat, a fresh cache each "
+            "repeat); cached = the same token again. The bare signature check (cryptography, "
+            "same public key) is shown for reference.\n"
+        )
+        add("| algorithm | uncached, µs | bare signature check, µs |")
+        add("|---|---|---|")
+        for algorithm, fig in tokens["uncached_us"].items():
+            add(
+                f"| {algorithm} | {fmt(fig, 1)} | "
+                f"{fmt(tokens['signature_only_us'][algorithm], 1)} |"
+            )
+        add(f"| cache hit | {fmt(tokens['cached_us'], 2)} | |\n")
+    else:
+        add("Not measured in this mode.\n")
+    policy = micro.get("policy") or {}
+    if not policy:
+        return
+    sizes = policy["sizes"]
+    add("### Policy decisions\n")
+    add(
+        "Realistic policies from `benchmarks/policygen.py` (bindings spread over project → "
+        "location → view set → view → operation, nested groups, 5% conditional bindings, deny "
+        "rules). Uncached: `gateway.policy.evaluator.evaluate`; cached: "
+        "`gateway.authorizer.Authorizer.decide` answering from its cache (decisions that "
+        "depend on the time are never cached, so that case has no cached figure).\n"
+    )
+    head = " | ".join(f"{s:,} bindings" for s in sizes)
+    add(f"| decision | effect | {head} |")
+    add("|---|---|" + "---|" * len(sizes))
+    for case in policy["uncached_us"][str(sizes[0])]:
+        effect = policy["effects"][str(sizes[0])][case]
+        cells = " | ".join(fmt(policy["uncached_us"][str(s)][case], 2) for s in sizes)
+        add(f"| {case}, uncached | {effect} | {cells} |")
+    for case in policy["cached_us"][str(sizes[0])]:
+        cells = " | ".join(fmt(policy["cached_us"][str(s)].get(case), 2) for s in sizes)
+        add(f"| {case}, cached | | {cells} |")
+    floor = policy.get("cache_hit_floor_us")
+    if floor:
+        add(
+            "| *for reference: one `dict.get` with the Caller reused, plus the Verdict* | | "
+            + " | ".join(fmt(floor, 2) if s == sizes[-1] else "" for s in sizes)
+            + " |"
+        )
+    add("\nFigures in µs per decision.\n")
+    add("### Policy load time (read + validate + index)\n")
+    add("| bindings | YAML, s | JSON, s | YAML size | JSON size |")
+    add("|---|---|---|---|---|")
+    for size in sizes:
+        load = policy["loads_s"][str(size)]
+        add(
+            f"| {size:,} | {fmt(load['yaml'], 3)} | {fmt(load['json'], 3)} | "
+            f"{load['yaml_mb']:.1f} MB | {load['json_mb']:.1f} MB |"
+        )
+    add("")
+    engines = policy.get("engines") or {}
+    add("### Decision engines on an equivalent RBAC policy\n")
+    add(
+        "The same policies without conditional bindings and deny rules (what the other engines "
+        "cannot say the same way), given to each engine in its own idiom and parsed once: "
+        "opsgate's `evaluate`; cedarpy `is_authorized` with pre-parsed `PolicySet` and "
+        "`Entities` handles (one permit per binding member, groups and the resource tree as "
+        "entity parents); casbin `Enforcer.enforce` with a model of `g` (member → group), "
+        "`g2` (resource → parent), `g3` (permission → role). All three must agree on every "
+        "decision.\n"
+    )
+    for note in engines.get("notes", []):
+        add(f"- {note}")
+    add(
+        "| bindings | engine | rules | setup, s | "
+        + " | ".join(_case_names(engines))
+        + " | agree |"
+    )
+    add("|---|---|---|---|" + "---|" * len(_case_names(engines)) + "---|")
+    for size, entry in (engines.get("sizes") or {}).items():
+        for engine, data in entry.items():
+            cells = " | ".join(
+                f"{fmt(case['us'], 1)} µs ({'allow' if case['allowed'] else 'deny'})"
+                for case in data["cases"].values()
+            )
+            agree = all(case["agrees_with_opsgate"] for case in data["cases"].values())
+            add(
+                f"| {int(size):,} | {engine} | {data['rules']:,} | {data['setup_s']:.2f} | "
+                f"{cells} | {'yes' if agree else '**NO**'} |"
+            )
+    add("")
+
+
+def _case_names(engines: dict[str, Any]) -> list[str]:
+    for entry in (engines.get("sizes") or {}).values():
+        for data in entry.values():
+            return list(data["cases"])
+    return []
+
+
+E2E_TARGETS = {"warm_cpu", "throughput", "added_latency", "library", "cold_cpu"}
+
+
+def _profiles(add: Any, results: dict[str, Any]) -> None:
+    add("## Profiles\n")
+    missed = {t["key"] for t in results.get("targets", []) if t["passed"] is False}
+    profiles = results.get("profiles") or {}
+    shown = False
+    if profiles and missed & E2E_TARGETS:
+        shown = True
+        add(
+            "Taken after the measurements, on the same processes, at c=16: warm load, and for "
+            "the gateway also cold load when that target was missed. Thread CPU is exact "
+            "(/proc). Function times are py-spy samples (where each thread was whenever it was "
+            "not idle) converted to µs per call: a frame's own time includes native code it "
+            "called (the event loop and gRPC's C core show as `Runner.run` and "
+            "`UnaryUnaryCall._invoke`), and with every core busy it includes waiting for a "
+            "core, so read them as shares, not exact CPU.\n"
+        )
+        for key, entry in profiles.items():
+            _thread_table(add, key, entry.get("threads"))
+        for key, entry in profiles.items():
+            _sampled(add, key, entry.get("sampled") or {})
+    micro_profiles = ((results.get("micro") or {}).get("policy") or {}).get("profiles") or {}
+    if "decision_cached" in missed and micro_profiles.get("decision_cached"):
+        shown = True
+        add("### Cached decision (`Authorizer.decide`, cProfile, 100,000 hits)\n")
+        add(f"```\n{micro_profiles['decision_cached']}\n```\n")
+    if missed & {"decision_uncached", "decision_flat"} and micro_profiles.get("decision_uncached"):
+        shown = True
+        add("### Uncached decision (`evaluate`, cProfile)\n")
+        add(f"```\n{micro_profiles['decision_uncached']}\n```\n")
+    if "load" in missed and micro_profiles.get("load_yaml"):
+        shown = True
+        add("### Loading the 100,000-binding policy from YAML (cProfile, by cumulative time)\n")
+        parse_s = micro_profiles.get("load_yaml_parse_s")
+        loads = ((results.get("micro") or {}).get("policy") or {}).get("loads_s", {})
+        total = (loads.get("100000") or {}).get("yaml", {}).get("median")
+        if parse_s and total:
+            add(
+                f"Parsing the YAML into line-numbered data alone takes {parse_s:.2f} s of the "
+                f"{total:.2f} s; validating and indexing take the other {total - parse_s:.2f} s.\n"
+            )
+        add(f"```\n{micro_profiles['load_yaml']}\n```\n")
+    if not shown:
+        add("No target missed that a profile would explain; none shown.\n")
+
+
+def _thread_table(add: Any, key: str, threads: dict[str, Any] | None) -> None:
+    if not threads:
+        return
+    add(
+        f"**{key}: CPU per call by thread** ({threads['rps']:,.0f} req/s, "
+        f"{threads['cpu_us']:.0f} µs per call in all)\n"
+    )
+    add("| thread | user, µs/call | system, µs/call |")
+    add("|---|---|---|")
+    for row in threads["threads"]:
+        add(f"| {row['thread']} | {row['user_us']:.0f} | {row['sys_us']:.0f} |")
+    add("")
+
+
+def _sampled(add: Any, key: str, data: dict[str, Any]) -> None:
+    if "error" in data:
+        add(f"{key}: no sampled profile ({data['error']}).\n")
+        return
+    if "text" in data:
+        add(f"### {key} ({data['tool']})\n\n```\n{data['text']}\n```\n")
+        return
+    if "self_us" not in data:
+        return
+    add(f"### {key}: top 20 functions by own time ({data['tool']})\n")
+    add("| function [thread] | µs per call |")
+    add("|---|---|")
+    for frame, value in data["self_us"]:
+        add(f"| `{frame}` | {value:.1f} |")
+    add("")
+    if data.get("inclusive_gateway_us"):
+        add(f"**{key}: top 20 gateway functions by inclusive time**\n")
+        add("| function | µs per call |")
+        add("|---|---|")
+        for frame, value in data["inclusive_gateway_us"]:
+            add(f"| `{frame}` | {value:.1f} |")
+        add("")
+
+
+def _environment(add: Any, results: dict[str, Any]) -> None:
+    env = results["environment"]
+    machine = env["machine"]
+    add("## Environment\n")
+    add(
+        f"- Machine: {machine['cpu_model']}, {machine['cores']} cores "
+        f"({machine['usable_cores']} usable), {machine['memory_gib']} GiB, Linux "
+        f"{machine['kernel']}; load average at start "
+        f"{', '.join(f'{v:.2f}' for v in machine['load_average_at_start'])} (1, 5, 15 min)"
+    )
+    versions = ", ".join(f"{k} {v or 'absent'}" for k, v in env["versions"].items())
+    add(f"- Versions: {versions}")
+    tools = ", ".join(f"{k}: {v or 'missing'}" for k, v in env["tools"].items())
+    add(f"- Tools: {tools}")
+    add("")
+
+
+def _notes(add: Any, results: dict[str, Any]) -> None:
+    add("## Notes, skipped parts and plots\n")
+    for note in results.get("notes", []):
+        add(f"- {note}")
+    for error in results.get("errors", []):
+        add(f"- **error** in {error['phase']}: {error['error']}")
+    plots = results.get("plots") or []
+    if plots:
+        add("")
+        for name in plots:
+            add(f"![{name}]({name})")
+    add("")
+
+
+def _why(results: dict[str, Any], phase: str) -> str:
+    for error in results.get("errors", []):
+        if error["phase"] == phase:
+            return f"Failed: {error['error']}\n"
+    for skipped in results.get("skipped", []):
+        if skipped["phase"] == phase:
+            return f"Skipped: {skipped['why']}\n"
+    return "Not measured in this mode.\n"

@@ -1,0 +1,122 @@
+"""The benchmark harness's building blocks, run in a very short mode. No timing is asserted.
+
+`python -m benchmarks --smoke` starts the reference upstream and a gateway, drives one tiny
+Python-generator row and one micro-benchmark, and must write the report and the JSON with every
+section, on a machine without h2load, nginx, cedarpy, casbin or matplotlib as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import engines, h2load, policygen, procs, stats, wire
+
+REPO = Path(__file__).resolve().parents[2]
+
+SECTIONS = (
+    "## Targets",
+    "## End-to-end rows",
+    "## Library mode",
+    "## Scale",
+    "## Memory",
+    "## Long calls",
+    "## Micro-benchmarks",
+    "## Profiles",
+    "## Environment",
+    "## Notes",
+)
+
+
+def test_smoke_run_writes_the_report_and_the_json(tmp_path: Path) -> None:
+    env = dict(os.environ, GRPC_VERBOSITY="ERROR")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--no-install", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = (tmp_path / "REPORT.md").read_text()
+    for section in SECTIONS:
+        assert section in report, section
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"meta", "environment", "targets", "rows", "micro", "notes"} <= results.keys()
+    assert results["errors"] == []
+    assert results["meta"]["mode"] == "smoke"
+    assert {t["key"] for t in results["targets"]} >= {"warm_cpu", "cold_cpu", "decision_cached"}
+    for key in ("opsgate-warm-py", "opsgate-cold-py"):
+        row = results["rows"][key]
+        assert row["check_passed"], row["check"]
+        assert row["concurrency"]["4"]["calls"] == [200]
+    assert results["micro"]["policy"]["effects"]["100"]["allow via nested group"] == "ALLOW"
+    assert results["environment"]["versions"]["python"]
+
+
+def test_h2load_summary_and_log_are_read(tmp_path: Path) -> None:
+    summary = (
+        "finished in 500.63ms, 11956.00 req/s, 6.24MB/s\n"
+        "requests: 5978 total, 5982 started, 5978 done, 5970 succeeded, 8 failed, 0 errored, "
+        "0 timeout\n"
+    )
+    assert h2load.parse_summary(summary) == (0.50063, 11956.0, 5970, 8, 0)
+    log = tmp_path / "log.tsv"
+    log.write_text("1\t200\t850\n2\t200\t900\n3\t503\t100\n")
+    assert h2load.parse_log(log) == ([850, 900, 100], 1)
+    assert h2load.connections_for(1) == (1, 1)
+    assert h2load.connections_for(64) == (16, 4)
+
+
+def test_cpu_and_memory_of_a_process_tree_are_read() -> None:
+    user, system = procs.tree_cpu_seconds(os.getpid())
+    assert user >= 0 and system >= 0
+    assert os.getpid() in procs.descendants(os.getpid())
+    assert procs.rss_bytes(os.getpid()) > 0
+    assert procs.cpu_ticks(2**22 + 12345) == (0, 0)  # no such process
+
+
+def test_grpc_frames_and_payload_comparison() -> None:
+    message = wire.get_request()
+    frame = wire.grpc_frame(message)
+    assert frame[0] == 0 and int.from_bytes(frame[1:5], "big") == len(message)
+    assert frame[5:] == message
+    assert not wire.same_operation(b"\x0a\x01x", b"\x0a\x01y")
+
+
+def test_figures_are_median_with_range() -> None:
+    fig = stats.figure([3.0, 1.0, 2.0])
+    assert (fig["median"], fig["min"], fig["max"]) == (2.0, 1.0, 3.0)
+    assert stats.fmt(fig) == "2 (1\u20133)"
+    assert stats.percentile([1, 2, 3, 4, 5], 0.5) == 3
+
+
+def test_policygen_is_deterministic_and_the_rbac_translations_cover_it() -> None:
+    data = policygen.generate(100)
+    assert data == policygen.generate(100)
+    rbac = engines.rbac_only(engines.with_case_grants(data))
+    assert all("condition" not in b for entry in rbac["allow"] for b in entry["bindings"])
+    cedar = engines.cedar_policies(rbac, lambda role: {"contactcenterinsights.operations.get"})
+    assert 'principal in Group::"g5@acme.example"' in cedar
+    lines = engines.casbin_lines(rbac, lambda role: {"p.x"}, engines.RBAC_CASES)
+    assert any(line.startswith("g2, projects/p0/locations/l0, projects/p0") for line in lines)
+
+
+def test_engines_agree_with_opsgate_when_installed(tmp_path: Path) -> None:
+    pytest.importorskip("cedarpy")
+    pytest.importorskip("casbin")
+    from gateway.policy import load_policy_text
+
+    rbac = engines.rbac_only(engines.with_case_grants(policygen.generate(100)))
+    policy = load_policy_text(policygen.to_json(rbac), "rbac.json")
+    cedar, _ = engines.cedar_decider(rbac, policy.role_permissions, engines.RBAC_CASES)
+    casbin, _ = engines.casbin_decider(rbac, policy.role_permissions, engines.RBAC_CASES, tmp_path)
+    for case in engines.RBAC_CASES:
+        assert cedar(case)() == casbin(case)() == case.name.startswith("allow")
