@@ -1,0 +1,10 @@
+"""What the gateway survives: fuzzing every door, faults against real processes, and a soak.
+
+`python -m hardening [--short]` runs it all and writes hardening/HARDENING.md and
+hardening/results.json. The parts: an oracle (oracle.py) built on the example policy and its
+decision table; attacks with hypothesis (fuzz.py, tokens.py, h2raw.py) against an in-process
+gateway and its REST door (world.py); faults against `python -m gateway` processes (faults.py,
+procs.py, upstream.py, jwks.py); a soak (soak.py); known-bug probes (bugs.py); coverage-guided
+fuzzing with atheris when installed (atheris_target.py); counting (ledger.py); the report
+(report.py); the order of it all (suite.py).
+"""

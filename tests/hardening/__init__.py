@@ -1,0 +1,1 @@
+"""Tests of the hardening suite (python -m hardening): what the gateway survives."""
