@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -19,6 +18,7 @@ from gateway.observability.metrics_server import MetricsServer
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.rest.server import RestDoor, start_rest_door
 from gateway.rest.tls import server_ssl_context
+from gateway.sourcefile import read_bytes
 from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 
@@ -77,17 +77,10 @@ def server_options(settings: Settings, share_port: bool = False) -> list[tuple[s
     ]
 
 
-def _read(path: Path, key: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), key, f"cannot be read: {exc.strerror or exc}") from exc
-
-
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
-    client_ca = _read(tls.client_ca_file, "tls.client_ca_file") if tls.client_ca_file else None
+    client_ca = read_bytes(tls.client_ca_file, "tls.client_ca_file") if tls.client_ca_file else None
     return grpc.ssl_server_credentials(
-        [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
+        [(read_bytes(tls.key_file, "tls.key_file"), read_bytes(tls.cert_file, "tls.cert_file"))],
         root_certificates=client_ca,
         require_client_auth=tls.require_client_cert,
     )

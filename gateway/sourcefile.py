@@ -81,3 +81,11 @@ def load_file(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), None, "is not UTF-8 text") from exc
     return load_text(text, str(path))
+
+
+def read_bytes(path: Path, key: str) -> bytes:
+    """A file named in the config (a certificate, a key); unreadable is a ConfigError."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), key, f"cannot be read: {exc.strerror or exc}") from exc

@@ -7,16 +7,11 @@ from pathlib import Path
 import grpc
 
 from gateway.config import UpstreamSettings
-from gateway.errors import ConfigError
+from gateway.sourcefile import read_bytes
 
 
 def _read(path: Path | None, key: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), key, f"cannot be read: {exc.strerror or exc}") from exc
+    return None if path is None else read_bytes(path, key)
 
 
 def channel_options(settings: UpstreamSettings, max_message_bytes: int) -> list[tuple[str, object]]:
