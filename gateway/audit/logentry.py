@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -187,7 +188,11 @@ def _metadata(event: AuditEvent) -> dict[str, Any]:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC `moment` as 2026-11-25T15:25:13.810311Z (the same text as strftime, faster)."""
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +222,7 @@ def _plain(value: Any) -> Any:
     return str(getattr(value, "value", value))
 
 
+@functools.lru_cache(maxsize=512)
 def _camel(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)

@@ -10,9 +10,12 @@ from typing import Any
 from gateway.audit.event import AuditEvent
 from gateway.audit.logentry import project_of
 from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import AuditWriter, serialize
 from gateway.config import AuditSettings
 from gateway.interceptors.outcome import CallOutcome
+from gateway.policy.decision import Decision
+
+TRACE_MEMO_SIZE = 4096  # decisions whose converted trace is kept; cleared when full
 
 
 def open_writer(settings: AuditSettings) -> AuditWriter:
@@ -44,19 +47,28 @@ class AuditRecorder:
         self._service = service
         self._project = project
         self._policy_etag = policy_etag  # the version in force, for calls decided by none
+        self._trace_memo: dict[int, tuple[Decision, tuple[dict[str, Any], ...]]] = {}
 
     @property
     def accepting(self) -> bool:
         return self.writer.accepting
 
     def record(self, outcome: CallOutcome) -> None:
-        self.writer.submit(self.event(outcome))
+        """Queue the call's record; the writer thread builds and serializes it (see render)."""
+        # A call decided by no policy is recorded with the version in force when it ended.
+        etag = self._policy_etag() if outcome.call.verdict is None else None
+        self.writer.submit((outcome, etag), self._render)
 
-    def event(self, outcome: CallOutcome) -> AuditEvent:
+    def _render(self, queued: tuple[CallOutcome, str | None]) -> bytes:
+        return serialize(self.event(*queued))
+
+    def event(self, outcome: CallOutcome, policy_etag: str | None = None) -> AuditEvent:
+        """The AuditEvent of one outcome; `policy_etag` stands in when no decision was made."""
         call = outcome.call
         principal = call.principal
         verdict = call.verdict
         decision = verdict.decision if verdict is not None else None
+        trace_id, span_id = call.trace
         return AuditEvent(
             request_id=call.request_id,
             received_at=datetime.fromtimestamp(call.received_at, UTC),
@@ -76,15 +88,30 @@ class AuditRecorder:
             status_message=outcome.message,
             reason=outcome.reason,
             detail=outcome.detail,
-            decision_trace=tuple(dataclasses.asdict(e) for e in decision.trace) if decision else (),
+            decision_trace=self._trace_steps(decision) if decision is not None else (),
             decision_reason=decision.reason if decision is not None else None,
             decision_cached=verdict.cached if verdict is not None else False,
-            policy_etag=decision.policy_etag if decision is not None else self._policy_etag(),
+            policy_etag=decision.policy_etag
+            if decision is not None
+            else policy_etag or self._policy_etag(),
             shadow_decision=_shadow(verdict.shadow) if verdict is not None else None,
-            trace=self._trace(call.trace_id, call.resource_name),
-            span_id=call.span_id,
+            trace=self._trace(trace_id, call.resource_name),
+            span_id=span_id,
             project_fallback=self._project,
         )
+
+    def _trace_steps(self, decision: Decision) -> tuple[dict[str, Any], ...]:
+        """The decision's trace as plain data, converted once per Decision object: cached
+        decisions are shared by every call they answer. Only the writer thread calls this."""
+        found = self._trace_memo.get(id(decision))
+        if found is not None and found[0] is decision:
+            return found[1]
+        steps = tuple(dataclasses.asdict(entry) for entry in decision.trace)
+        if len(self._trace_memo) >= TRACE_MEMO_SIZE:
+            self._trace_memo.clear()
+        # The Decision is kept alongside, so its id cannot be reused while the entry exists.
+        self._trace_memo[id(decision)] = (decision, steps)
+        return steps
 
     def _trace(self, trace_id: str | None, resource_name: str | None) -> str | None:
         """LogEntry.trace as Cloud Logging links it: projects/P/traces/TRACE_ID."""

@@ -1,15 +1,17 @@
-"""AuditWriter: takes records on the event loop without blocking, writes them on one thread."""
+"""AuditWriter: takes records on the event loop without blocking; renders and writes them on one
+thread."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
+
+import orjson
 
 from gateway.audit.event import AuditEvent
 from gateway.audit.logentry import to_log_entry
@@ -21,6 +23,10 @@ OnFailure = Literal["fail_closed", "fail_open_with_alarm"]
 _ON_FAILURE: tuple[OnFailure, ...] = ("fail_closed", "fail_open_with_alarm")
 
 BATCH_LINES = 1024  # records per sink.write: amortizes syscalls without holding much at once
+# Once records start arriving, the writer thread waits this long for more before it renders and
+# writes them, and submit() never wakes it meanwhile: one wake-up and one write per batch, not
+# per call (a per-record wake-up costs the event loop a futex call and a GIL hand-off).
+LINGER_S = 0.005
 # After this long with nothing new to write, the sink is flushed once, so a quiet gateway's
 # last records do not wait for the next call to become durable ("interval" fsync).
 IDLE_FLUSH_S = 1.0
@@ -29,17 +35,24 @@ IDLE_FLUSH_S = 1.0
 ALARM_INTERVAL_S = 10.0
 _JOIN_GRACE_S = 0.1
 
-_Work = tuple[Literal["write", "flush"], list[bytes], int]
+_Work = tuple[Literal["render", "write", "flush"], list[Any], int]
+Render = Callable[[Any], bytes]
+
+
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 def serialize(event: AuditEvent) -> bytes:
-    """One record as the sink stores it: compact, key-sorted JSON and a newline."""
-    entry = to_log_entry(event)
-    return json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    """One record as the sink stores it: compact, key-sorted UTF-8 JSON and a newline."""
+    return orjson.dumps(to_log_entry(event), option=_JSON_OPTIONS)
 
 
 class AuditWriter:
-    """Queues one serialized record per call and drains the queue into `sink` on a daemon thread.
+    """Queues one record per call and, on a daemon thread, renders and drains them into `sink`.
+
+    `submit` only queues what it is given; the writer thread turns it into bytes with the
+    `render` it came with (`serialize` for an AuditEvent), so building and serializing records
+    happens off the event loop, in batches.
 
     Records are never dropped while the sink fails: the failed batch stays at the head of the
     queue and is retried every `retry_interval_s`. With "fail_closed" the gateway stops taking
@@ -72,10 +85,15 @@ class AuditWriter:
         lock = threading.Lock()
         self._work = threading.Condition(lock)  # the writer thread waits here
         self._progress = threading.Condition(lock)  # flush() callers wait here
-        self._queue: deque[bytes] = deque()
-        self._enqueued = 0  # records ever queued; the queue holds the last (enqueued - written)
+        self._incoming: deque[tuple[Any, Render]] = deque()  # submitted, not yet rendered
+        self._ready: deque[bytes] = deque()  # rendered, waiting for the sink
+        self._rendering = 0  # taken from _incoming, being rendered (outside the lock)
+        self._enqueued = 0  # records ever queued
         self._written = 0
-        self._synced = 0  # records covered by the last successful sink.flush()
+        self._unrenderable = 0  # records whose render raised: lost, and counted in dropped
+        self._synced = 0  # records settled (written or lost) at the last successful sink.flush()
+        self._sleeping = False  # the writer thread waits for the next submit to wake it
+        self._collect_until: float | None = None  # the writer lingers for a batch until then
         self._flush_wanted = 0  # flush() callers want the first N records flushed
         self._idle_flush_at: float | None = None
         self._retry_at: float | None = None
@@ -102,12 +120,13 @@ class AuditWriter:
         """Whether the gateway may take new calls: fail_closed refuses them while records wait."""
         if self._fail_open:
             return True
-        with self._work:
-            return self._healthy and not self._closing and len(self._queue) < self.max_pending
+        # Read without the lock (each read is atomic): this runs once per call on the loop.
+        return self._healthy and not self._closing and self.pending < self.max_pending
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Records submitted and neither written nor lost yet."""
+        return len(self._incoming) + self._rendering + len(self._ready)
 
     @property
     def written(self) -> int:
@@ -124,23 +143,23 @@ class AuditWriter:
 
     # -- the event loop side ----------------------------------------------------------------
 
-    def submit(self, event: AuditEvent) -> None:
-        """Queue the record of one call. Never blocks on I/O and never raises."""
-        try:
-            line = serialize(event)
-        except Exception:
-            # A bug in a value handed to us: the record cannot exist, so it is counted as lost.
-            self._lose("an audit record could not be serialized", exc_info=True)
-            return
+    def submit(self, record: Any, render: Render = serialize) -> None:
+        """Queue the record of one call (rendered to bytes later, on the writer thread).
+
+        Never blocks on I/O and never raises. Wakes the writer thread only when it sleeps for
+        want of work; while a batch is being collected, submitting is an append under a lock.
+        """
         with self._work:
             if self._closing:
                 reason = "the audit writer is closed"
-            elif self._fail_open and len(self._queue) >= self.max_pending:
-                reason = f"the audit queue is full ({len(self._queue)} records pending)"
+            elif self._fail_open and self.pending >= self.max_pending:
+                reason = f"the audit queue is full ({self.pending} records pending)"
             else:
-                self._queue.append(line)
+                self._incoming.append((record, render))
                 self._enqueued += 1
-                self._work.notify()
+                if self._sleeping:
+                    self._sleeping = False
+                    self._work.notify()
                 return
         self._lose(reason)
 
@@ -181,7 +200,7 @@ class AuditWriter:
             self._work.notify()
         self._thread.join(max(deadline - time.monotonic(), _JOIN_GRACE_S))
         with self._work:
-            pending, stopped = len(self._queue), self._stopped
+            pending, stopped = self.pending, self._stopped
         if pending:
             log.error("audit writer closed with %d records not written", pending)
         return flushed and stopped and not pending
@@ -191,7 +210,9 @@ class AuditWriter:
     def _run(self) -> None:
         try:
             while (work := self._next_work()) is not None:
-                if not self._perform(work):
+                if work[0] == "render":
+                    self._render(work[1])
+                elif not self._perform(work):
                     break
         except Exception:
             # A bug here, not a sink failure (those are retried): say so loudly, and stay
@@ -218,16 +239,63 @@ class AuditWriter:
                     continue
                 # A flush() caller is served as soon as its records are written, even if more
                 # keep arriving: under steady load the queue may never be empty.
-                if self._synced < self._flush_wanted <= self._written:
-                    return "flush", [], self._written
-                if self._queue:
-                    return "write", list(islice(self._queue, BATCH_LINES)), 0
+                if self._synced < self._flush_wanted <= self._settled:
+                    return "flush", [], self._settled
+                if self._incoming:
+                    if self._lingering():
+                        continue
+                    taken = list(self._incoming)
+                    self._incoming.clear()
+                    self._rendering = len(taken)
+                    return "render", taken, 0
+                if self._ready:
+                    return "write", list(islice(self._ready, BATCH_LINES)), 0
                 if self._idle_flush_at is not None and now >= self._idle_flush_at:
-                    return "flush", [], self._written
+                    return "flush", [], self._settled
                 if self._closing:
                     return None
                 idle = None if self._idle_flush_at is None else self._idle_flush_at - now
+                self._sleeping = True
                 self._work.wait(idle)
+                self._sleeping = False
+
+    @property
+    def _settled(self) -> int:
+        return self._written + self._unrenderable
+
+    def _lingering(self) -> bool:
+        """Wait (lock held) for more records to join the batch; False once it is time to go.
+
+        Real time, not the injected clock: this is about batching, not about record times.
+        """
+        now = time.monotonic()
+        urgent = (
+            self._closing
+            or self._flush_wanted > self._settled
+            or len(self._incoming) >= BATCH_LINES
+        )
+        if self._collect_until is None and not urgent:
+            self._collect_until = now + LINGER_S
+        if urgent or self._collect_until is None or now >= self._collect_until:
+            self._collect_until = None
+            return False
+        self._work.wait(self._collect_until - now)
+        return True
+
+    def _render(self, taken: list[tuple[Any, Render]]) -> None:
+        lines: list[bytes] = []
+        failed = 0
+        for record, render in taken:
+            try:
+                lines.append(render(record))
+            except Exception:
+                # A bug in a value handed to us: the record cannot exist, so it is counted lost.
+                failed += 1
+                self._lose("an audit record could not be serialized", exc_info=True)
+        with self._work:
+            self._ready.extend(lines)
+            self._rendering = 0
+            self._unrenderable += failed
 
     def _perform(self, work: _Work) -> bool:
         kind, lines, flush_upto = work
@@ -252,7 +320,7 @@ class AuditWriter:
             recovered = not self._healthy
             attempts, since = self._outage_attempts, self._clock() - self._outage_started
             self._healthy, self._retry_at, self._outage_attempts = True, None, 0
-            pending = len(self._queue)
+            pending = self.pending
         if recovered:
             log.warning(
                 "audit sink recovered after %d failed attempts in %.1fs: "
@@ -274,7 +342,7 @@ class AuditWriter:
                 self._outage_started = self._clock()
             self._healthy = False
             self._retry_at = self._clock() + self.retry_interval_s
-            pending, closing = len(self._queue), self._closing
+            pending, closing = self.pending, self._closing
         if first:
             log.error(
                 "audit sink failed: %s; %d records pending, retrying every %gs (%s)",
@@ -291,7 +359,7 @@ class AuditWriter:
     def _commit(self, count: int) -> None:
         # Caller holds the lock. Records leave the queue only once the sink has them.
         for _ in range(count):
-            self._queue.popleft()
+            self._ready.popleft()
         self._written += count
         self._progress.notify_all()
 

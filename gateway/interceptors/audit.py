@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,6 @@ from gateway.errors import CallFailure, Unavailable
 from gateway.interceptors.call import CallState, current_call
 from gateway.interceptors.outcome import CallOutcome, OutcomeSink
 from gateway.interceptors.stage import Behavior, Continuation, Stage
-from gateway.tracecontext import trace_of
 
 log = logging.getLogger("opsgate.chain")
 
@@ -74,6 +72,7 @@ class AuditStage(Stage):
             self.in_flight += 1
             code, message, detail, reason = grpc.StatusCode.OK, "", "", None
             request_id = (REQUEST_ID_KEY, call.request_id)
+            answer: tuple[tuple[str, str | bytes], ...] = ()  # the failure's trailing metadata
             try:
                 if not admit():
                     raise audit_unavailable()
@@ -83,7 +82,7 @@ class AuditStage(Stage):
             except CallFailure as failure:
                 code, message = failure.code, failure.message
                 detail, reason = failure.log_detail, getattr(failure, "reason", None)
-                await context.abort(code, message, (*failure.trailing_metadata(), request_id))
+                answer = (*failure.trailing_metadata(), request_id)
             except asyncio.CancelledError:
                 code, message = _cancellation(context)
                 raise
@@ -94,12 +93,15 @@ class AuditStage(Stage):
             except Exception:
                 log.exception("unexpected error in %s request_id=%s", method, call.request_id)
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
-                await context.abort(code, message, (request_id,))
+                answer = (request_id,)
             finally:
+                # Recorded before the caller can see the answer: whoever reads the trail after
+                # a call has returned finds its record submitted.
                 self.in_flight -= 1
                 latency = time.perf_counter() - call.started
                 sink.record(CallOutcome(call, code, message, latency, detail, reason))
                 current_call.reset(token)  # after recording, so log lines carry the request id
+            await context.abort(code, message, answer)  # only failures get here
 
         return audited
 
@@ -124,29 +126,23 @@ def recorded_method(path: str) -> str:
     return path.split("?", 1)[0][:MAX_RECORDED_PATH]
 
 
+TRACE_HEADERS = frozenset({"traceparent", "x-cloud-trace-context"})
+
+
 def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
-    method = recorded_method(method)
-    metadata = context.invocation_metadata() or ()
-    user_agent = next((value for key, value in metadata if key == "user-agent"), None)
-    trace_id, span_id = trace_of(metadata)
+    user_agent: str | None = None
+    trace_headers: list[tuple[str, str]] = []
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent" and user_agent is None and isinstance(value, str):
+            user_agent = value
+        elif key in TRACE_HEADERS and isinstance(value, str):
+            trace_headers.append((key, value))
     return CallState(
-        method,
-        peer=_caller_ip(context.peer()),
+        recorded_method(method),
+        raw_peer=context.peer(),
         user_agent=user_agent,
-        trace_id=trace_id,
-        span_id=span_id,
+        trace_headers=tuple(trace_headers),
     )
-
-
-def _caller_ip(peer: str | None) -> str | None:
-    """'ipv4:127.0.0.1:5555' -> '127.0.0.1'; 'ipv6:[::1]:5555' -> '::1'."""
-    if not peer:
-        return None
-    kind, _, address = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return peer
-    host = urllib.parse.unquote(address).rpartition(":")[0]  # grpc writes [::1] as %5B::1%5D
-    return host.strip("[]") or None
 
 
 def _cancellation(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:

@@ -301,14 +301,20 @@ def test_submit_never_raises_even_when_a_record_cannot_be_built(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    writer = make(MemorySink())
+    sink = MemorySink()
+    writer = make(sink)
 
     def broken(_: object) -> dict[str, object]:
         raise RuntimeError("bug")
 
+    good = writer_module.serialize(event(request_id="good"))
     monkeypatch.setattr(writer_module, "to_log_entry", broken)
-    writer.submit(event())
+    writer.submit(event())  # rendered later, on the writer thread: that is where it fails
+    writer.submit(good, lambda line: line)  # a record that renders is not held up by it
+    assert writer.flush(timeout=5)
     assert writer.dropped == 1
+    assert writer.pending == 0
+    assert ids(sink.lines) == ["good"]
     assert "could not be serialized" in caplog.text
 
 

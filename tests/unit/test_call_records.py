@@ -1,0 +1,75 @@
+"""Per-call bookkeeping: request ids, what a CallState derives for the record, metrics labels."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from gateway.interceptors.call import CallState, caller_ip, new_request_id
+from gateway.interceptors.outcome import CallOutcome
+from gateway.observability.metrics import UNKNOWN_METHOD, CallMetrics
+
+GET = "/google.longrunning.Operations/GetOperation"
+
+
+def test_request_ids_are_32_hex_digits_and_never_repeat() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_worker_draws_its_own_request_ids() -> None:
+    parent = new_request_id()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: as `serve --workers N` forks its workers
+        os.write(writer, new_request_id().encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 64).decode()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child[:16] != parent[:16]  # a fresh random prefix, not the parent's counter
+
+
+def test_the_record_gets_the_callers_ip_and_trace_ids_parsed_from_what_was_received() -> None:
+    call = CallState(
+        GET,
+        raw_peer="ipv6:%5B::1%5D:5555",
+        trace_headers=(("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),),
+    )
+    assert call.peer == "::1"
+    assert call.trace == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert CallState(GET).trace == (None, None)
+    assert caller_ip("ipv4:10.1.2.3:443") == "10.1.2.3"
+    assert caller_ip("unix:/run/opsgate.sock") == "unix:/run/opsgate.sock"
+    assert caller_ip(None) is None
+
+
+def _count(registry: CollectorRegistry, method: str, code: str) -> float | None:
+    return registry.get_sample_value(
+        "opsgate_calls_total", {"method": method, "code": code, "decision": "none"}
+    )
+
+
+def test_metrics_label_paths_nobody_serves_as_one_method() -> None:
+    registry = CollectorRegistry()
+    metrics = CallMetrics(registry)
+    for index in range(50):  # a caller inventing paths must not invent metric series
+        call = CallState(f"/evil.Service/Method{index}")
+        metrics.record(CallOutcome(call, grpc.StatusCode.UNIMPLEMENTED, "", 0.001))
+    metrics.record(CallOutcome(CallState(GET), grpc.StatusCode.UNAUTHENTICATED, "", 0.001))
+    metrics.record(CallOutcome(CallState(GET), grpc.StatusCode.UNAUTHENTICATED, "", 0.001))
+    assert _count(registry, UNKNOWN_METHOD, "UNIMPLEMENTED") == 50
+    assert _count(registry, "GetOperation", "UNAUTHENTICATED") == 2
+    series = {
+        sample.labels["method"]
+        for family in registry.collect()
+        if family.name == "opsgate_calls"
+        for sample in family.samples
+    }
+    assert series == {UNKNOWN_METHOD, "GetOperation"}
