@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,16 @@ class Route:
     permission: str
     segments: tuple[str, ...]
     http: HttpRule | None = None  # its REST binding, if the profile gives one
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
-    def matches(self, parts: list[str]) -> bool:
-        if len(parts) != len(self.segments):
-            return False
-        return all(
-            want == "*" or want == got for want, got in zip(self.segments, parts, strict=True)
-        )
+    def __post_init__(self) -> None:
+        # One compiled expression per route: `*` is exactly one non-empty segment.
+        expression = "/".join("[^/]+" if part == "*" else re.escape(part) for part in self.segments)
+        object.__setattr__(self, "_regex", re.compile(expression))
+
+    def matches(self, name: str) -> bool:
+        """Whether `name` (already free of empty, '.' and '..' segments) fits the pattern."""
+        return self._regex.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,8 @@ class ServiceProfile:
         short = method.rsplit("/", 1)[-1]
         problem = name_problem(name)
         if problem is None:
-            parts = name.split("/")
             for route in routes:
-                if route.matches(parts):
+                if route.matches(name):
                     return RequiredAccess(route.permission, name, self.service)
             problem = "the name matches none of " + ", ".join(r.pattern for r in routes)
         raise InvalidArgument(

@@ -14,15 +14,18 @@ def name_problem(name: str) -> str | None:
     """
     if not name:
         return "the name is empty"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    size = len(name) if name.isascii() else len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
         return f"the name is longer than {MAX_NAME_BYTES} bytes"
     if "%" in name:
         return "the name contains percent-encoding"
-    if any(ch.isspace() or not ch.isprintable() for ch in name):
+    # Every whitespace or control character but the ASCII space is unprintable (str.isprintable).
+    if " " in name or not name.isprintable():
         return "the name contains control or whitespace characters"
-    for segment in name.split("/"):
-        if segment in ("", ".", ".."):
-            return "the name has an empty, '.' or '..' segment"
+    if "." in name or "//" in name or name[0] == "/" or name[-1] == "/":
+        for segment in name.split("/"):
+            if segment in ("", ".", ".."):
+                return "the name has an empty, '.' or '..' segment"
     return None
 
 

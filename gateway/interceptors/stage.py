@@ -30,11 +30,11 @@ class Stage(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not self._applies(method):
-            return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
-            return cached[1]
+            return cached[1]  # every call after a method's first
+        if handler is None or handler.unary_unary is None or not self._applies(method):
+            return handler
         wrapped = handler._replace(unary_unary=self.wrap(handler.unary_unary, method))
         self._wrapped[method] = (handler, wrapped)
         return wrapped
