@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeAlias, TypeVar
-
-from cachetools import TLRUCache
 
 from gateway.errors import (
     Unauthenticated,
@@ -41,16 +41,15 @@ class _Entry(Generic[T]):
     deadline: float  # Unix time from which the entry is gone
 
 
-def _entry_deadline(_digest: bytes, entry: _Entry[Any], _now: float) -> float:
-    return entry.deadline
-
-
 class VerifiedTokenCache(Generic[T]):
     """Verification results by token digest, each kept until its token expires or max_ttl_s passes.
 
-    Bounded to max_entries, least recently used out first. `T` must not include None: `get`
-    answers None for "not cached". Not thread-safe; every method is synchronous, so callers on
-    one event loop never see a half-done update.
+    Bounded to max_entries: entries past their deadline go first, then the least recently
+    used. `T` must not include None: `get` answers None for "not cached". Not thread-safe;
+    every method is synchronous, so callers on one event loop never see a half-done update.
+
+    The same policy as cachetools' TLRUCache, without its per-insert bookkeeping (a Python
+    object per entry, ordered by a Python __lt__ in the heap, and timer context managers).
     """
 
     def __init__(
@@ -61,14 +60,22 @@ class VerifiedTokenCache(Generic[T]):
         if not max_ttl_s > 0:
             raise ValueError(f"max_ttl_s must be positive, not {max_ttl_s}")
         self._clock = clock
+        self._max_entries = max_entries
         self._max_ttl_s = max_ttl_s
-        self._entries: TLRUCache[bytes, _Entry[T]] = TLRUCache(
-            maxsize=max_entries, ttu=_entry_deadline, timer=clock
-        )
+        # By digest, least recently used first; entries past their deadline may linger until
+        # the next put or len, but are never answered.
+        self._entries: OrderedDict[bytes, _Entry[T]] = OrderedDict()
+        # (deadline, digest) of every entry, as a heap; items of entries since replaced or
+        # evicted stay until they surface, or until a rebuild once they are half the heap.
+        self._deadlines: list[tuple[float, bytes]] = []
 
     def get(self, token: str) -> T | None:
-        entry = self._entries.get(token_digest(token))
-        return None if entry is None else entry.value
+        digest = token_digest(token)
+        entry = self._entries.get(digest)
+        if entry is None or not self._clock() < entry.deadline:
+            return None
+        self._entries.move_to_end(digest)
+        return entry.value
 
     def put(self, token: str, value: T, expires_at: float | None) -> None:
         """Keep `value` until min(expires_at, now + max_ttl_s); expires_at is a Unix time."""
@@ -77,13 +84,35 @@ class VerifiedTokenCache(Generic[T]):
         if expires_at is not None:
             deadline = min(expires_at, deadline)
         digest = token_digest(token)
+        entries = self._entries
         if not deadline > now:  # also a NaN expires_at
             # The newest answer says "already over": an older entry must not outlive it.
-            self._entries.pop(digest, None)
+            entries.pop(digest, None)
             return
-        self._entries[digest] = _Entry(value, deadline)
+        self._expire(now)
+        if entries.pop(digest, None) is None:
+            while len(entries) >= self._max_entries:
+                entries.popitem(last=False)
+        entries[digest] = _Entry(value, deadline)
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, digest))
+        if len(deadlines) > 2 * len(entries) + 64:
+            self._deadlines = [(entry.deadline, key) for key, entry in entries.items()]
+            heapq.heapify(self._deadlines)
+
+    def _expire(self, now: float) -> None:
+        """Drop the entries whose deadline is not after `now`."""
+        deadlines = self._deadlines
+        entries = self._entries
+        while deadlines and not now < deadlines[0][0]:
+            deadline, digest = heapq.heappop(deadlines)
+            entry = entries.get(digest)
+            # Not an item of a replaced entry: that one's own item is still in the heap.
+            if entry is not None and entry.deadline == deadline:
+                del entries[digest]
 
     def __len__(self) -> int:
+        self._expire(self._clock())
         return len(self._entries)
 
 
