@@ -6,10 +6,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.events import (
+    DocumentEndEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import ScalarNode
 
 from gateway.errors import ConfigError
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
+# Deeper nesting is left to the full reader, whose recursion limit decides what it makes of it.
+_QUICK_DEPTH = 64
 
 
 class LineMap(dict[str, Any]):
@@ -52,8 +65,127 @@ _LineLoader.add_constructor(
 )
 
 
+class _Unusual(Exception):
+    """The text is not what the quick reader takes; the full reader must judge it."""
+
+
+class _QuickReader:
+    """Builds the LineMaps straight from the parser's events, without a node tree, for what
+    config and policy files hold: one document whose top is a mapping, of mappings with string
+    keys, lists and untagged scalars (resolved and built by the loader's own resolver and
+    constructors). Anything else raises _Unusual: anchors, aliases, explicit tags, merge or
+    other non-string keys, a repeated key, another document, a scalar PyYAML cannot build, a
+    syntax error. The full reader then gives PyYAML's own result or error for the text.
+    """
+
+    def __init__(self, loader: _LineLoader) -> None:
+        self._loader = loader
+        self._resolvers = loader.yaml_implicit_resolvers
+        if loader.yaml_path_resolvers or None in self._resolvers:
+            raise _Unusual  # resolution that depends on more than the scalar itself
+
+    def read(self) -> LineMap | None:
+        next_event = self._loader.get_event
+        next_event()  # StreamStart
+        if isinstance(next_event(), StreamEndEvent):
+            return None  # no document at all
+        root = self._start(next_event())
+        if not isinstance(root, LineMap):
+            raise _Unusual
+        self._fill(root, next_event)
+        if not isinstance(next_event(), DocumentEndEvent):
+            raise _Unusual
+        if not isinstance(next_event(), StreamEndEvent):
+            raise _Unusual  # a second document
+        return root
+
+    def _fill(self, root: LineMap, next_event: Any) -> None:
+        """Reads events into `root` until it ends; a mapping takes a key, then its value."""
+        resolvers = self._resolvers
+        enclosing: list[Any] = []
+        container: Any = root
+        key: str | None = None
+        while True:
+            event = next_event()
+            kind = type(event)
+            if kind is ScalarEvent:
+                value = event.value
+                # The common case inline: untagged, no anchor, and no implicit type could apply.
+                if (
+                    event.tag is None
+                    and event.anchor is None
+                    and (not event.implicit[0] or value[:1] not in resolvers)
+                ):
+                    is_string = True
+                else:
+                    value, is_string = self._scalar(event)
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                if not enclosing:
+                    return
+                container = enclosing.pop()
+                continue
+            else:
+                value, is_string = self._start(event), False
+            if key is not None:
+                container[key] = value
+                key = None
+            elif type(container) is list:
+                container.append(value)
+            elif is_string and value not in container:
+                key = value
+                container.key_lines[key] = event.start_mark.line + 1
+            else:
+                raise _Unusual  # a key that is not a string, or is repeated
+            if kind is not ScalarEvent:
+                enclosing.append(container)
+                if len(enclosing) > _QUICK_DEPTH:
+                    raise _Unusual
+                container = value
+
+    def _start(self, event: Any) -> LineMap | list[Any]:
+        """The empty container a MappingStart or SequenceStart event opens."""
+        kind = type(event)
+        if kind is not MappingStartEvent and kind is not SequenceStartEvent:
+            raise _Unusual  # an alias, or a scalar where a document's top stands
+        if event.anchor is not None or event.tag not in (None, "!"):
+            raise _Unusual
+        return LineMap(event.start_mark.line + 1) if kind is MappingStartEvent else []
+
+    def _scalar(self, event: Any) -> tuple[Any, bool]:
+        """A scalar's value, and whether it is a string, as compose and construct make it."""
+        if event.anchor is not None or event.tag not in (None, "!"):
+            raise _Unusual
+        value, implicit = event.value, event.implicit
+        if not implicit[0] or value[:1] not in self._resolvers:
+            return value, True  # quoted, or no implicit type starts this way: a string
+        tag = self._loader.resolve(ScalarNode, value, implicit)
+        if tag == _STR_TAG:
+            return value, True
+        node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+        return self._loader.construct_object(node, deep=True), False
+
+
+def _read_quickly(text: str) -> Any:
+    """The quick reader's result; _Unusual when the text needs the full reader."""
+    loader = _LineLoader(text)
+    try:
+        return _QuickReader(loader).read()
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise _Unusual from exc
+    finally:
+        loader.dispose()
+
+
 def load_text(text: str, source: str) -> Any:
     """Parse YAML (JSON is YAML) text; syntax errors become ConfigError with the line."""
+    try:
+        return _read_quickly(text)
+    except _Unusual:
+        return _read_fully(text, source)
+
+
+def _read_fully(text: str, source: str) -> Any:
+    """PyYAML's compose and construct, with LineMaps: every YAML feature, and every error."""
     loader = _LineLoader(text)
     loader.source = source
     try:

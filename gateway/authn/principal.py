@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gateway.policy.model import Caller
 
 SERVICE_ACCOUNT_DOMAIN = ".iam.gserviceaccount.com"
 
@@ -21,6 +23,19 @@ class Principal:
     scopes: frozenset[str] | None = None  # None: the token carried no scope claim at all
     token_kind: str = "jwt"
     expires_at: float | None = None  # Unix time; verified-token cache entries end here
+    # The policy's view of this caller, built once: a verified token's Principal lives in the
+    # token cache, so all of its calls share one Caller instead of building one per call.
+    caller: Caller = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        caller = Caller(
+            member=self.member,
+            email=self.email,
+            email_verified=self.email_verified,
+            hosted_domain=self.hosted_domain,
+            groups=self.groups,
+        )
+        object.__setattr__(self, "caller", caller)  # frozen: set once, here
 
     @property
     def subject_member(self) -> str:

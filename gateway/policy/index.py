@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from gateway.policy.decision import TraceEntry
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 # A default-deny trace lists at most this many near misses, so a decision's cost and size stay
 # bounded however many bindings hold the permission.
 MAX_TRACE_BINDINGS = 20
+_ORDINAL = attrgetter("ordinal")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -68,7 +70,7 @@ def build_index(
         # together in every role); they share one entry, which keeps load time and memory down.
         shared: dict[tuple[int, ...], GrantEntry] = {}
         for permission, holders in per_permission.items():
-            signature = tuple(binding.ordinal for binding in holders)
+            signature = tuple(map(_ORDINAL, holders))
             entry = shared.get(signature)
             if entry is None:
                 entry = shared[signature] = _grant_entry(holders, misses)
@@ -108,40 +110,43 @@ def _grant_entry(found: list[Binding], misses: dict[int, TraceEntry]) -> GrantEn
     by_member: dict[str, list[Binding]] = {}
     for binding in found:
         for member in binding.members:
-            if member.key is not None:
-                bucket = by_member.setdefault(member.key, [])
-                # A binding naming the same member twice is indexed once.
-                if not bucket or bucket[-1] is not binding:
-                    bucket.append(binding)
+            key = member.key
+            if key is None:
+                continue
+            bucket = by_member.get(key)
+            if bucket is None:
+                by_member[key] = [binding]
+            elif bucket[-1] is not binding:  # a binding naming a member twice is indexed once
+                bucket.append(binding)
     return GrantEntry(
         by_member={
-            key: tuple(sorted(bucket, key=_unconditional_first))
-            if len(bucket) > 1
-            else (bucket[0],)
+            key: (bucket[0],)
+            if len(bucket) == 1
+            else tuple(sorted(bucket, key=_unconditional_first))
             for key, bucket in by_member.items()
         },
         bindings=tuple(found),
-        misses=tuple(_miss(binding, misses) for binding in found[:MAX_TRACE_BINDINGS]),
+        misses=tuple(
+            [misses.get(b.ordinal) or _miss(b, misses) for b in found[:MAX_TRACE_BINDINGS]]
+        ),
     )
 
 
 def _miss(binding: Binding, made: dict[int, TraceEntry]) -> TraceEntry:
-    """The trace entry of a binding whose members did not match, made once per binding."""
-    entry = made.get(binding.ordinal)
-    if entry is not None:
-        return entry
+    """The trace entry of a binding whose members did not match, kept in `made`: the callers
+    look there first, so each binding's entry is made once."""
     condition = binding.condition
     entry = made[binding.ordinal] = TraceEntry(
-        kind="binding",
-        resource=binding.resource,
-        role=binding.role,
-        member=None,
-        via_group=None,
-        condition=condition.expression if condition is not None else None,
+        "binding",
+        binding.resource,
+        binding.role,
+        None,  # member
+        None,  # via_group
+        condition.expression if condition is not None else None,
         # The decision never gets as far as such a binding's condition; explain() evaluates it.
-        condition_result="absent" if condition is None else "not evaluated",
-        source_line=binding.source_line,
-        outcome="no member matched",
+        "absent" if condition is None else "not evaluated",
+        binding.source_line,
+        "no member matched",
     )
     return entry
 

@@ -67,6 +67,9 @@ def parse_member(text: str) -> ParsedMember:
 
 
 def _member_key(text: str) -> str | None:
+    kind, sep, value = text.partition(":")
+    if sep and kind in _EMAIL_KINDS:  # the common forms first; no other form starts this way
+        return f"{kind}:{value.lower()}" if _EMAIL.match(value) else None
     if text in (ALL_USERS, ALL_AUTHENTICATED_USERS):
         return text
     if text == _PUBLIC_SET:
@@ -83,11 +86,8 @@ def _member_key(text: str) -> str | None:
     if text.startswith("principal://"):
         # Other subject forms (workforce and workload pools) are compared exactly as written.
         return text if _PRINCIPAL.match(text) else None
-    kind, sep, value = text.partition(":")
     if not sep:
         return None
-    if kind in _EMAIL_KINDS:
-        return f"{kind}:{value.lower()}" if _EMAIL.match(value) else None
     if kind == "domain":
         return f"domain:{value.lower()}" if _DOMAIN.match(value) else None
     return None
