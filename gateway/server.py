@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health
 
+from gateway import runtime
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
 from gateway.interceptors.outcome import OutcomeSink
@@ -175,6 +176,7 @@ async def serve_until_signalled(settings: Settings, share_port: bool = False) ->
     # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     gateway = await start_gateway(settings, share_port=share_port)
+    runtime.settle_heap()  # this process is the gateway's alone: its start-up state is for good
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
