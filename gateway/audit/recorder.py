@@ -13,7 +13,7 @@ from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter, serialize
 from gateway.config import AuditSettings
 from gateway.interceptors.outcome import CallOutcome
-from gateway.policy.decision import Decision
+from gateway.policy.decision import Decision, TraceEntry
 
 TRACE_MEMO_SIZE = 4096  # decisions whose converted trace is kept; cleared when full
 
@@ -48,6 +48,7 @@ class AuditRecorder:
         self._project = project
         self._policy_etag = policy_etag  # the version in force, for calls decided by none
         self._trace_memo: dict[int, tuple[Decision, tuple[dict[str, Any], ...]]] = {}
+        self._step_memo: dict[TraceEntry, dict[str, Any]] = {}
 
     @property
     def accepting(self) -> bool:
@@ -106,12 +107,22 @@ class AuditRecorder:
         found = self._trace_memo.get(id(decision))
         if found is not None and found[0] is decision:
             return found[1]
-        steps = tuple(dataclasses.asdict(entry) for entry in decision.trace)
+        steps = tuple(self._step(entry) for entry in decision.trace)
         if len(self._trace_memo) >= TRACE_MEMO_SIZE:
             self._trace_memo.clear()
         # The Decision is kept alongside, so its id cannot be reused while the entry exists.
         self._trace_memo[id(decision)] = (decision, steps)
         return steps
+
+    def _step(self, entry: TraceEntry) -> dict[str, Any]:
+        """One trace entry as plain data, by value: the uncached decisions of different
+        callers granted by the same binding share their steps."""
+        step = self._step_memo.get(entry)
+        if step is None:
+            if len(self._step_memo) >= TRACE_MEMO_SIZE:
+                self._step_memo.clear()
+            step = self._step_memo[entry] = dataclasses.asdict(entry)
+        return step
 
     def _trace(self, trace_id: str | None, resource_name: str | None) -> str | None:
         """LogEntry.trace as Cloud Logging links it: projects/P/traces/TRACE_ID."""

@@ -37,7 +37,9 @@ class CertificateIdentities:
                 self._by_san[f"uri:{identity.san_uri}"] = identity.principal
             if identity.san_email is not None:
                 self._by_san[f"email:{identity.san_email.lower()}"] = identity.principal
-        self._parsed: LRUCache[bytes, tuple[str, ...]] = LRUCache(maxsize=10_000)
+        # Certificate digest -> its principal (None: no mapped SAN). Parsed once per
+        # certificate; one Principal per certificate, so its policy Caller is built once too.
+        self._principals: LRUCache[bytes, tuple[Principal | None]] = LRUCache(maxsize=10_000)
 
     def principal_for(self, auth_context: Mapping[str, Sequence[bytes]]) -> Principal | None:
         """The mapped principal of the verified peer certificate, or None (no cert, no mapping)."""
@@ -46,9 +48,12 @@ class CertificateIdentities:
             return None
         pem = pems[0]
         digest = hashlib.sha256(pem).digest()
-        sans = self._parsed.get(digest)
-        if sans is None:
-            sans = self._parsed[digest] = certificate_sans(pem)
+        found = self._principals.get(digest)
+        if found is None:
+            found = self._principals[digest] = (self._map(certificate_sans(pem)),)
+        return found[0]
+
+    def _map(self, sans: tuple[str, ...]) -> Principal | None:
         for san in sans:
             member = self._by_san.get(san)
             if member is not None:
