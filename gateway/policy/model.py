@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.policy.members import Member
 from gateway.policy.roles import PermissionSet, Role
+
+SCAN_MEMBERS = 8  # up to this many members, a binding is searched in order; past it, by key
 
 if TYPE_CHECKING:
     from gateway.policy.conditions import CompiledCondition
@@ -55,10 +57,21 @@ class Binding:
     condition: Condition | None
     source_line: int | None
     permissions: frozenset[str]  # the role's, resolved at load
+    # key -> first member with that key, built on the first lookup of a long member list.
+    _by_key: dict[str, Member] | None = field(default=None, init=False, repr=False, compare=False)
 
     def member_for(self, key: str) -> Member | None:
         """The member as written whose key is `key`."""
-        return next((m for m in self.members if m.key == key), None)
+        if len(self.members) <= SCAN_MEMBERS:
+            return next((m for m in self.members if m.key == key), None)
+        by_key = self._by_key
+        if by_key is None:
+            by_key = {}
+            for member in self.members:
+                if member.key is not None:
+                    by_key.setdefault(member.key, member)
+            object.__setattr__(self, "_by_key", by_key)  # a cache: set once, same every time
+        return by_key.get(key)
 
 
 @dataclass(frozen=True, slots=True)
