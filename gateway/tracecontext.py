@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 # version-traceid-parentid-flags; all-zero ids are invalid (W3C Trace Context 3.2.2).
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+# The caller's trace headers, as trace_of reads them (relayed upstream unchanged either way).
+TRACE_HEADERS = frozenset({"traceparent", "x-cloud-trace-context"})
 _CLOUD_TRACE = re.compile(r"([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=[01])?")
 
 

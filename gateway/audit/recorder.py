@@ -13,9 +13,9 @@ from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter, serialize
 from gateway.config import AuditSettings
 from gateway.interceptors.outcome import CallOutcome
-from gateway.policy.decision import Decision, TraceEntry
+from gateway.policy.decision import TraceEntry
 
-TRACE_MEMO_SIZE = 4096  # decisions whose converted trace is kept; cleared when full
+TRACE_MEMO_SIZE = 4096  # trace entries kept converted; cleared when full
 
 
 def open_writer(settings: AuditSettings) -> AuditWriter:
@@ -47,7 +47,6 @@ class AuditRecorder:
         self._service = service
         self._project = project
         self._policy_etag = policy_etag  # the version in force, for calls decided by none
-        self._trace_memo: dict[int, tuple[Decision, tuple[dict[str, Any], ...]]] = {}
         self._step_memo: dict[TraceEntry, dict[str, Any]] = {}
 
     @property
@@ -89,7 +88,7 @@ class AuditRecorder:
             status_message=outcome.message,
             reason=outcome.reason,
             detail=outcome.detail,
-            decision_trace=self._trace_steps(decision) if decision is not None else (),
+            decision_trace=tuple(map(self._step, decision.trace)) if decision is not None else (),
             decision_reason=decision.reason if decision is not None else None,
             decision_cached=verdict.cached if verdict is not None else False,
             policy_etag=decision.policy_etag
@@ -101,22 +100,10 @@ class AuditRecorder:
             project_fallback=self._project,
         )
 
-    def _trace_steps(self, decision: Decision) -> tuple[dict[str, Any], ...]:
-        """The decision's trace as plain data, converted once per Decision object: cached
-        decisions are shared by every call they answer. Only the writer thread calls this."""
-        found = self._trace_memo.get(id(decision))
-        if found is not None and found[0] is decision:
-            return found[1]
-        steps = tuple(self._step(entry) for entry in decision.trace)
-        if len(self._trace_memo) >= TRACE_MEMO_SIZE:
-            self._trace_memo.clear()
-        # The Decision is kept alongside, so its id cannot be reused while the entry exists.
-        self._trace_memo[id(decision)] = (decision, steps)
-        return steps
-
     def _step(self, entry: TraceEntry) -> dict[str, Any]:
-        """One trace entry as plain data, by value: the uncached decisions of different
-        callers granted by the same binding share their steps."""
+        """One trace entry as plain data, converted once per distinct entry: cached decisions
+        are shared by every call they answer, and uncached ones granted by the same binding
+        have equal entries. Only the writer thread calls this."""
         step = self._step_memo.get(entry)
         if step is None:
             if len(self._step_memo) >= TRACE_MEMO_SIZE:

@@ -274,9 +274,9 @@ class AuditWriter:
             or self._flush_wanted > self._settled
             or len(self._incoming) >= BATCH_LINES
         )
-        if self._collect_until is None and not urgent:
+        if self._collect_until is None:
             self._collect_until = now + LINGER_S
-        if urgent or self._collect_until is None or now >= self._collect_until:
+        if urgent or now >= self._collect_until:
             self._collect_until = None
             return False
         self._work.wait(self._collect_until - now)

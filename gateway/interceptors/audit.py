@@ -14,6 +14,7 @@ from gateway.errors import CallFailure, Unavailable
 from gateway.interceptors.call import CallState, current_call
 from gateway.interceptors.outcome import CallOutcome, OutcomeSink
 from gateway.interceptors.stage import Behavior, Continuation, Stage
+from gateway.tracecontext import TRACE_HEADERS
 
 log = logging.getLogger("opsgate.chain")
 
@@ -124,9 +125,6 @@ def recorded_method(path: str) -> str:
     """The method as records and logs show it: cut at '?' (clients used to REST put tokens in
     query strings) and bounded in length."""
     return path.split("?", 1)[0][:MAX_RECORDED_PATH]
-
-
-TRACE_HEADERS = frozenset({"traceparent", "x-cloud-trace-context"})
 
 
 def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 # Gateway-added time is small next to the hop (hundreds of µs); upstream time can be long (Wait).
 GATEWAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 UPSTREAM_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 300.0)
-MAX_BOUND_LABELS = 1024  # label children kept bound; past it, calls bind theirs afresh
 UNKNOWN_METHOD = "unknown"  # the method label of calls to paths nobody serves
 
 
@@ -53,36 +52,34 @@ class CallMetrics:
             registry=registry,
         )
 
-        # (path, code, decision) -> the label children it records into, bound on first use:
-        # `.labels()` per call would re-validate and look up the labels every time.
+        # (method, code, decision) -> the label children it records into, bound on first use:
+        # `.labels()` per call would re-validate and look up the labels every time. Bounded:
+        # every path nobody serves is the one method UNKNOWN_METHOD.
         self._children: dict[tuple[str, grpc.StatusCode, str], _Children] = {}
 
     def record(self, outcome: CallOutcome) -> None:
         call = outcome.call
         verdict = call.verdict
         decision = "none" if verdict is None else "allow" if verdict.decision.allowed else "deny"
-        key = (call.method, outcome.code, decision)
+        # Paths nobody serves are the caller's choice: one label for all of them keeps the
+        # number of series bounded whatever callers send.
+        method = call.method if call.method in METHODS_BY_PATH else UNKNOWN_METHOD
+        key = (method, outcome.code, decision)
         children = self._children.get(key) or self._bind(key)
         children.calls.inc()
         upstream = call.upstream_s
-        if upstream is None:
-            children.gateway_latency.observe(max(outcome.latency_s, 0.0))
-        else:
-            children.gateway_latency.observe(max(outcome.latency_s - upstream, 0.0))
+        children.gateway_latency.observe(max(outcome.latency_s - (upstream or 0.0), 0.0))
+        if upstream is not None:
             children.upstream_latency.observe(upstream)
 
     def _bind(self, key: tuple[str, grpc.StatusCode, str]) -> _Children:
-        path, code, decision = key
-        # Paths nobody serves are the caller's choice: one label for all of them keeps the
-        # number of series bounded whatever callers send.
-        method = path.rsplit("/", 1)[-1] if path in METHODS_BY_PATH else UNKNOWN_METHOD
-        children = _Children(
-            self.calls.labels(method, code.name, decision),
-            self.gateway_latency.labels(method),
-            self.upstream_latency.labels(method),
+        method, code, decision = key
+        name = method.rsplit("/", 1)[-1]  # "/google.longrunning.Operations/GetOperation"
+        children = self._children[key] = _Children(
+            self.calls.labels(name, code.name, decision),
+            self.gateway_latency.labels(name),
+            self.upstream_latency.labels(name),
         )
-        if len(self._children) < MAX_BOUND_LABELS:  # paths come from callers: stay bounded
-            self._children[key] = children
         return children
 
 
