@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import logging
 import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from types import ModuleType
 from typing import Any, Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import cel
+
+from gateway.policy.regexes import Search, compile_search
 
 __all__ = [
     "MAX_EXPRESSION_LENGTH",
@@ -81,7 +83,6 @@ class CompiledCondition:
     title: str
     uses_time: bool  # True if it reads request.time: decisions must not be cached past now
     _fn: _BoolFn = field(repr=False, compare=False, kw_only=True)
-    _native: bool = field(default=True, repr=False, compare=False, kw_only=True)
 
     def evaluate(self, context: ConditionContext) -> bool:
         """True if the condition holds; raises ConditionEvaluationError, never anything else."""
@@ -97,22 +98,14 @@ class CompiledCondition:
 
 def compile_condition(expression: str, title: str = "") -> CompiledCondition:
     """Parse, type-check and compile once; raises ConditionError for anything unusable."""
-    return _compile(expression, title, _cel_library())
+    return _compile(expression, title)
 
 
 # --------------------------------------------------------------------------------------------
-# The optional CEL library (common-expression-language, module `cel`): full-syntax validation
-# with its own messages, and evaluation of whatever the native compiler below does not cover.
+# The CEL library (common-expression-language, module `cel`) is a second, independent parser:
+# an expression must satisfy both it and ours. It never evaluates anything: a library with its
+# own regex engine and its own size() would decide differently from CEL (and from IAM).
 # --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _cel_library() -> ModuleType | None:
-    try:
-        return importlib.import_module("cel")
-    except Exception as exc:  # not installed, or broken: the native compiler still works
-        _log.info("CEL library unavailable (%s); only the native condition subset is accepted", exc)
-        return None
 
 
 _LIBRARY_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
@@ -816,18 +809,6 @@ _TIME_ACCESSORS: Final[dict[str, Callable[[datetime], int]]] = {
 _DURATION_ACCESSORS: Final = frozenset({"getHours", "getMinutes", "getSeconds", "getMilliseconds"})
 
 
-def _library_time_function(name: str) -> Callable[[datetime, str], int]:
-    """`ts.getX(tz)` for the CEL library, which only has the UTC forms built in."""
-    accessor = _TIME_ACCESSORS[name]
-
-    def function(when: datetime, zone: str) -> int:
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return accessor(when.astimezone(_time_zone(zone)))
-
-    return function
-
-
 @dataclass(frozen=True, slots=True)
 class _Lin:
     """The value k * request.time + c (nanoseconds), valid only while lo <= request.time <= hi
@@ -840,63 +821,8 @@ class _Lin:
 
 
 # --------------------------------------------------------------------------------------------
-# Regular expressions: RE2 syntax (what IAM uses), run by Python's re with RE2's meaning
-# --------------------------------------------------------------------------------------------
-
-# Python-only syntax RE2 rejects, and RE2 syntax Python would misread; searched for in the
-# pattern with escaped characters blanked out (and, for escapes, with `\\` blanked out).
-_RE2_UNSUPPORTED: Final = (
-    (re.compile(r"\(\?<?[=!]"), "lookaround assertions are not supported by RE2"),
-    (re.compile(r"\(\?P="), "backreferences are not supported by RE2"),
-    (
-        re.compile(r"\(\?>|[*+?}]\+"),
-        "atomic groups and possessive quantifiers are not supported by RE2",
-    ),
-    (
-        re.compile(r"\[:\^?[a-z]+:\]"),
-        "POSIX classes like [:alpha:] are not supported; use [a-zA-Z]",
-    ),
-)
-_RE2_UNSUPPORTED_ESCAPES: Final = (
-    (re.compile(r"\\[1-9]"), "backreferences are not supported by RE2"),
-    (re.compile(r"\\[pPQEC]"), "\\p, \\Q...\\E and \\C are not supported"),
-)
-
-
-def _compile_regex(pattern: str) -> re.Pattern[str] | str:
-    """The compiled pattern, or the reason it is not usable."""
-    unescaped = re.sub(r"\\.", "_", pattern, flags=re.DOTALL)
-    without_backslashes = pattern.replace("\\\\", "__")
-    for check, problem in _RE2_UNSUPPORTED:
-        if check.search(unescaped):
-            return problem
-    for check, problem in _RE2_UNSUPPORTED_ESCAPES:
-        if check.search(without_backslashes):
-            return problem
-    # RE2's `\z` is Python's `\Z`; without the m flag RE2's `$` matches only at the very end,
-    # where Python's also matches before a final newline.
-    translated, i, in_class, multiline = [], 0, False, bool(re.search(r"\(\?[a-zA-Z]*m", pattern))
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            translated.append("\\Z" if pattern[i + 1] == "z" else pattern[i : i + 2])
-            i += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        translated.append("\\Z" if char == "$" and not in_class and not multiline else char)
-        i += 1
-    try:
-        return re.compile("".join(translated), re.ASCII)  # RE2's \d, \w, \s, \b are ASCII
-    except re.error as exc:
-        return f"invalid regular expression: {exc}"
-
-
-# --------------------------------------------------------------------------------------------
 # Checker and compiler. Every node is type-checked; the IAM subset also gets a Python closure
-# (or a constant, or a linear time form). Anything else is evaluated by the CEL library.
+# (or a constant, or a linear time form). Anything else is refused at load.
 # --------------------------------------------------------------------------------------------
 
 _NO_CONST: Final = object()
@@ -910,7 +836,7 @@ class _V:
     fn: _Fn | None = None
     lin: _Lin | None = None
     attr: str | None = None  # the ConditionContext field when the node is a plain attribute
-    slow: tuple[str, int] | None = None  # why the native compiler cannot do it, and where
+    outside: tuple[str, int] | None = None  # why it is outside the evaluated subset, and where
 
     @property
     def is_const(self) -> bool:
@@ -939,7 +865,9 @@ _CONVERSIONS: Final[dict[str, tuple[frozenset[_Type], _Type]]] = {
 }
 # CEL also has a global matches(s, re), but the library lacks it: the method form is accepted.
 _GLOBAL_FUNCTIONS: Final = frozenset({*_CONVERSIONS, "dyn", "size", "has"})
-_METHODS: Final = frozenset({*_STRING_PREDICATES, *_TIME_ACCESSORS, *_COMPREHENSIONS, "size"})
+_METHODS: Final = frozenset(
+    {*_STRING_PREDICATES, *_TIME_ACCESSORS, *_COMPREHENSIONS, "size", "extract"}
+)
 
 
 def _const_fn(value: object) -> _Fn:
@@ -962,7 +890,6 @@ class _Compiler:
     def __init__(self, src: str) -> None:
         self.src = src
         self.uses_time = False
-        self.library_functions: set[str] = set()  # getX(tz) forms the library must be given
 
     def text(self, node: _Node) -> str:
         return " ".join(self.src[node.pos : node.end].split())
@@ -985,11 +912,11 @@ class _Compiler:
             text = text[:37] + "..."
         return f"{v.type} ({text})"
 
-    def slow(self, type_: _Type, node: _Node, reason: str, *parts: _V) -> _V:
+    def outside(self, type_: _Type, node: _Node, reason: str, *parts: _V) -> _V:
         for part in parts:
-            if part.slow is not None:
-                return _V(type_, node, slow=part.slow)
-        return _V(type_, node, slow=(reason, self.column(node)))
+            if part.outside is not None:
+                return _V(type_, node, outside=part.outside)
+        return _V(type_, node, outside=(reason, self.column(node)))
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -1018,7 +945,7 @@ class _Compiler:
                         f"map keys must be strings, integers or bools, not {self.describe(key)}",
                         key.node,
                     )
-            return self.slow(
+            return self.outside(
                 _map(_join([k.type for k in keys]), _join([v.type for v in values])),
                 node,
                 "map literals",
@@ -1037,7 +964,7 @@ class _Compiler:
 
     def ident(self, node: _Ident, scope: dict[str, _Type]) -> _V:
         if node.name in scope:
-            return self.slow(scope[node.name], node, "comprehension variables")
+            return self.outside(scope[node.name], node, "comprehension variables")
         if node.name in _ROOTS:
             raise self.error(
                 f"'{node.name}' is not a value by itself; use one of its "
@@ -1090,11 +1017,11 @@ class _Compiler:
             return self.attribute(node, root, name)
         target = self.check(operand, scope, depth)
         if target.type == DYN:
-            return self.slow(DYN, node, "fields of dynamic values", target)
+            return self.outside(DYN, node, "fields of dynamic values", target)
         if target.type.name == "map":
             if not _same(target.type.params[0], STRING):
                 raise self.error(f"cannot select field '{name}' of {self.describe(target)}", node)
-            return self.slow(target.type.params[1], node, "map fields", target)
+            return self.outside(target.type.params[1], node, "map fields", target)
         at = node.name_pos if isinstance(node, _Select) else node.pos
         raise ConditionError(f"{self.describe(target)} has no field '{name}'", at + 1)
 
@@ -1107,11 +1034,11 @@ class _Compiler:
         target = self.check(node.operand, scope, depth)
         index = self.check(node.index, scope, depth)
         if target.type.name == "list" and _same(index.type, INT):
-            return self.slow(target.type.params[0], node, "list indexing", target, index)
+            return self.outside(target.type.params[0], node, "list indexing", target, index)
         if target.type.name == "map" and _same(index.type, target.type.params[0]):
-            return self.slow(target.type.params[1], node, "map indexing", target, index)
+            return self.outside(target.type.params[1], node, "map indexing", target, index)
         if target.type == DYN:
-            return self.slow(DYN, node, "indexing", target, index)
+            return self.outside(DYN, node, "indexing", target, index)
         raise self.error(f"cannot index {self.describe(target)} with {self.describe(index)}", node)
 
     def list_literal(self, node: _ListLit, scope: dict[str, _Type], depth: int) -> _V:
@@ -1120,7 +1047,7 @@ class _Compiler:
         constant = all(item.is_const and item.type in (STRING, INT, BOOL) for item in items)
         if constant and (type_.params[0] != DYN or not items):
             return _V(type_, node, const=tuple(item.const for item in items))
-        return self.slow(type_, node, "list literals other than constant strings", *items)
+        return self.outside(type_, node, "list literals other than constant strings", *items)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -1143,7 +1070,7 @@ class _Compiler:
             if name == "size":
                 return self.size(node, arg)
             if name == "dyn":
-                return self.slow(DYN, node, "dyn()", arg)
+                return self.outside(DYN, node, "dyn()", arg)
             return self.conversion(node, name, arg)
         if name in _COMPREHENSIONS:
             return self.comprehension(node, scope, depth)
@@ -1160,6 +1087,8 @@ class _Compiler:
         target = self.check(node.target, scope, depth)
         if name in _STRING_PREDICATES:
             return self.string_predicate(node, name, target, args, scope, depth)
+        if name == "extract":
+            return self.extract(node, target, args, scope, depth)
         if name in _TIME_ACCESSORS:
             return self.time_accessor(node, name, target, args, scope, depth)
         if name == "size":
@@ -1180,18 +1109,18 @@ class _Compiler:
         target = self.check(arg.operand, scope, depth)
         if target.type != DYN and target.type.name != "map":
             raise self.error(f"has() cannot test fields of {self.describe(target)}", node)
-        return self.slow(BOOL, node, "has() on dynamic values", target)
+        return self.outside(BOOL, node, "has() on dynamic values", target)
 
     def size(self, node: _Node, arg: _V) -> _V:
         if arg.type not in (STRING, BYTES, DYN) and arg.type.name not in ("list", "map"):
             raise self.error(f"size() is not defined for {self.describe(arg)}", node)
-        if arg.slow is None and (arg.type in (STRING, BYTES) or arg.type.name == "list"):
+        if arg.outside is None and (arg.type in (STRING, BYTES) or arg.type.name == "list"):
             if arg.is_const:
                 return _V(INT, node, const=len(cast("str | bytes | tuple[object, ...]", arg.const)))
             if arg.fn is not None:
                 get = cast(_StrFn, arg.fn)
                 return _V(INT, node, fn=lambda c: len(get(c)))
-        return self.slow(INT, node, "size()", arg)
+        return self.outside(INT, node, "size()", arg)
 
     def conversion(self, node: _Call, name: str, arg: _V) -> _V:
         accepted, result = _CONVERSIONS[name]
@@ -1205,7 +1134,7 @@ class _Compiler:
             if isinstance(parsed, str):
                 raise self.error(f"invalid {name} {text!r}: {parsed}", arg.node)
             return _V(result, node, lin=_Lin(0, parsed))
-        return self.slow(result, node, f"{name}() of non-literal values", arg)
+        return self.outside(result, node, f"{name}() of non-literal values", arg)
 
     def string_predicate(
         self,
@@ -1225,20 +1154,21 @@ class _Compiler:
             raise self.error(
                 f"the argument of {name}() must be a string, not {self.describe(arg)}", arg.node
             )
-        regex: re.Pattern[str] | None = None
-        if name == "matches" and arg.is_const:
-            compiled = _compile_regex(cast(str, arg.const))
+        search: Search | None = None
+        if name == "matches":
+            if not arg.is_const:
+                return self.outside(BOOL, node, "matches() with a pattern that is not a literal")
+            compiled = compile_search(cast(str, arg.const))
             if isinstance(compiled, str):
                 raise self.error(compiled, arg.node)
-            regex = compiled
-        if target.slow is not None or arg.slow is not None or target.type == DYN:
-            return self.slow(BOOL, node, f"{name}()", target, arg)
+            search = compiled
+        if target.outside is not None or arg.outside is not None or target.type == DYN:
+            return self.outside(BOOL, node, f"{name}()", target, arg)
         get = cast(_StrFn, _fn_of(target))
-        if regex is not None:
-            search = regex.search
-            return _V(BOOL, node, fn=lambda c: search(get(c)) is not None)
-        if name == "matches":
-            return self.slow(BOOL, node, "matches() with a non-literal pattern")
+        if search is not None:
+            if target.is_const:
+                return _V(BOOL, node, const=search(cast(str, target.const)))
+            return _V(BOOL, node, fn=lambda c: search(get(c)))
         if arg.is_const:
             text = cast(str, arg.const)
             if target.is_const:
@@ -1250,6 +1180,41 @@ class _Compiler:
             return _V(BOOL, node, fn=lambda c: text in get(c))
         method, get_arg = _STR_METHODS[name], cast(_StrFn, _fn_of(arg))
         return _V(BOOL, node, fn=lambda c: method(get(c), get_arg(c)))
+
+    def extract(
+        self,
+        node: _Call,
+        target: _V,
+        args: tuple[_Node, ...],
+        scope: dict[str, _Type],
+        depth: int,
+    ) -> _V:
+        """IAM's `name.extract("prefix{var}suffix")`: the text between the first prefix and the
+        next suffix (to the end when there is no suffix), or "" when the name has no such part."""
+        if target.type not in (STRING, DYN):
+            raise self.error(f"extract() applies to strings, not to {self.describe(target)}", node)
+        if len(args) != 1:
+            raise self.error(f"extract() takes 1 argument, got {len(args)}", node)
+        arg = self.check(args[0], scope, depth)
+        if not (arg.type == STRING and arg.is_const):
+            raise self.error(
+                'the template of extract() must be a string literal such as "projects/{name}/"',
+                arg.node,
+            )
+        template = _EXTRACT_TEMPLATE.fullmatch(cast(str, arg.const))
+        if template is None:
+            raise self.error(
+                "an extract() template holds exactly one {variable} between literal text, "
+                'e.g. "projects/{project}/"; braces may not appear elsewhere',
+                arg.node,
+            )
+        prefix, suffix = template["prefix"], template["suffix"]
+        if target.outside is not None or target.type == DYN:
+            return self.outside(STRING, node, "extract()", target)
+        if target.is_const:
+            return _V(STRING, node, const=_extract(cast(str, target.const), prefix, suffix))
+        get = cast(_StrFn, _fn_of(target))
+        return _V(STRING, node, fn=lambda c: _extract(get(c), prefix, suffix))
 
     def time_accessor(
         self,
@@ -1263,7 +1228,7 @@ class _Compiler:
         if target.type == DURATION and name in _DURATION_ACCESSORS:
             if args:
                 raise self.error(f"{name}() of a duration takes no arguments", node)
-            return self.slow(INT, node, f"{name}() of durations", target)
+            return self.outside(INT, node, f"{name}() of durations", target)
         if target.type not in (TIMESTAMP, DYN):
             raise self.error(
                 f"{name}() applies to timestamps such as request.time, not to "
@@ -1289,14 +1254,13 @@ class _Compiler:
             except ValueError as exc:
                 suggestion = "" if _TZ_OFFSET.fullmatch(zone_name) else _zone_suggestion(zone_name)
                 raise self.error(f"{exc}{suggestion}", arg.node) from None
-            self.library_functions.add(name)
         accessor = _TIME_ACCESSORS[name]
         lin = target.lin
         if lin is not None and lin.k == 0:
             return _V(INT, node, const=accessor(_ns_to_datetime(lin.c).astimezone(zone)))
         if lin is not None and lin.k == 1 and lin.c == 0 and target.attr is not None:
             return _V(INT, node, fn=_time_part(accessor, zone))
-        return self.slow(INT, node, f"{name}() of computed timestamps", target)
+        return self.outside(INT, node, f"{name}() of computed timestamps", target)
 
     def comprehension(self, node: _Call, scope: dict[str, _Type], depth: int) -> _V:
         name, args = node.name, node.args
@@ -1330,7 +1294,7 @@ class _Compiler:
                     predicate.node,
                 )
         result = {"map": _list(parts[-1].type), "filter": _list(element)}.get(name, BOOL)
-        return self.slow(result, node, f"{name}()", target)
+        return self.outside(result, node, f"{name}()", target)
 
     # -- operators ---------------------------------------------------------------------------
 
@@ -1344,7 +1308,7 @@ class _Compiler:
             if operand.fn is not None:
                 get = operand.fn
                 return _V(BOOL, node, fn=lambda c: not get(c))
-            return self.slow(BOOL, node, "'!'", operand)
+            return self.outside(BOOL, node, "'!'", operand)
         if operand.type not in (INT, DOUBLE, DYN):
             hint = ' (write duration("-1h") or subtract)' if operand.type == DURATION else ""
             raise self.error(
@@ -1357,7 +1321,7 @@ class _Compiler:
             if value >= 2**63:
                 raise self.error("int overflow: the result is out of range", node)
             return _V(INT, node, const=value)
-        return self.slow(operand.type, node, "arithmetic", operand)
+        return self.outside(operand.type, node, "arithmetic", operand)
 
     def binary(self, node: _Binary, scope: dict[str, _Type], depth: int) -> _V:
         left = self.check(node.left, scope, depth)
@@ -1386,13 +1350,13 @@ class _Compiler:
                     return _V(BOOL, node, const=absorbing)
                 return other
         if left.fn is None or right.fn is None:
-            return self.slow(BOOL, node, f"'{op}'", left, right)
+            return self.outside(BOOL, node, f"'{op}'", left, right)
         return _V(BOOL, node, fn=_logical(op, left.fn, right.fn))
 
     def compare(self, node: _Binary, op: str, left: _V, right: _V) -> _V:
         lt, rt = left.type, right.type
         if lt == DYN or rt == DYN:
-            return self.slow(BOOL, node, f"'{op}' on dynamic values", left, right)
+            return self.outside(BOOL, node, f"'{op}' on dynamic values", left, right)
         if lt in _NUMERIC and rt in _NUMERIC and lt != rt:
             raise self.error(
                 f"'{op}' compares {self.describe(left)} with {self.describe(right)}: "
@@ -1421,8 +1385,8 @@ class _Compiler:
             )
         if left.lin is not None and right.lin is not None:
             return self.compare_time(node, op, left.lin, right.lin)
-        if left.slow is not None or right.slow is not None or lt.name in ("list", "map"):
-            return self.slow(BOOL, node, f"'{op}' on {lt}", left, right)
+        if left.outside is not None or right.outside is not None or lt.name in ("list", "map"):
+            return self.outside(BOOL, node, f"'{op}' on {lt}", left, right)
         if left.is_const and right.is_const:
             return _V(BOOL, node, const=_COMPARE[op](left.const, right.const))
         compare = _COMPARE[op]
@@ -1447,7 +1411,7 @@ class _Compiler:
                 return _V(BOOL, node, const=result)
             return _V(BOOL, node, fn=_checked_time(lo, hi, _const_fn(result)))
         if k != 1:
-            return _V(BOOL, node, slow=("this arithmetic on request.time", self.column(node)))
+            return _V(BOOL, node, outside=("this arithmetic on request.time", self.column(node)))
         fn = _compare_request_time(op, c)
         if lo > _MIN_TS or hi < _MAX_TS:
             fn = _checked_time(lo, hi, fn)
@@ -1463,13 +1427,13 @@ class _Compiler:
             raise self.error(
                 f"'in' looks for {self.describe(left)} in {self.describe(right)}", node
             )
-        if left.slow is None and right.is_const and left.type in (STRING, INT, BOOL):
+        if left.outside is None and right.is_const and left.type in (STRING, INT, BOOL):
             values = frozenset(cast("tuple[object, ...]", right.const))
             if left.is_const:
                 return _V(BOOL, node, const=left.const in values)
             get = _fn_of(left)
             return _V(BOOL, node, fn=lambda c: get(c) in values)
-        return self.slow(BOOL, node, "'in'", left, right)
+        return self.outside(BOOL, node, "'in'", left, right)
 
     def arithmetic(self, node: _Binary, op: str, left: _V, right: _V) -> _V:
         lt, rt = left.type, right.type
@@ -1499,12 +1463,12 @@ class _Compiler:
             a, b = left.lin, right.lin
             sign = 1 if op == "+" else -1
             return self.linear(node, result, a.k + sign * b.k, a.c + sign * b.c, a, b)
-        if result == STRING and left.slow is None and right.slow is None:
+        if result == STRING and left.outside is None and right.outside is None:
             if left.is_const and right.is_const:
                 return _V(STRING, node, const=cast(str, left.const) + cast(str, right.const))
             get_left, get_right = cast(_StrFn, _fn_of(left)), cast(_StrFn, _fn_of(right))
             return _V(STRING, node, fn=lambda c: get_left(c) + get_right(c))
-        return self.slow(result, node, "arithmetic", left, right)
+        return self.outside(result, node, "arithmetic", left, right)
 
     def linear(self, node: _Node, type_: _Type, k: int, c: int, a: _Lin, b: _Lin) -> _V:
         """The time value k*t + c, after checking it stays within CEL's range."""
@@ -1518,7 +1482,7 @@ class _Compiler:
         elif k == -1:
             lo, hi = max(lo, c - high), min(hi, c - low)
         else:
-            return _V(type_, node, slow=("this arithmetic on request.time", self.column(node)))
+            return _V(type_, node, outside=("this arithmetic on request.time", self.column(node)))
         return _V(type_, node, lin=_Lin(k, c, lo, hi))
 
     def conditional(self, node: _Cond, scope: dict[str, _Type], depth: int) -> _V:
@@ -1536,13 +1500,29 @@ class _Compiler:
                 node,
             )
         type_ = then.type if then.type == orelse.type else DYN
-        if cond.is_const and cond.slow is None:
+        if cond.is_const and cond.outside is None:
             return then if cond.const else orelse
-        fast = all(v.slow is None and v.lin is None for v in (cond, then, orelse))
+        fast = all(v.outside is None and v.lin is None for v in (cond, then, orelse))
         if fast and type_ in (BOOL, INT, STRING):
             test, get_then, get_else = _fn_of(cond), _fn_of(then), _fn_of(orelse)
             return _V(type_, node, fn=lambda c: get_then(c) if test(c) else get_else(c))
-        return self.slow(type_, node, "'?:'", cond, then, orelse)
+        return self.outside(type_, node, "'?:'", cond, then, orelse)
+
+
+_EXTRACT_TEMPLATE: Final = re.compile(
+    r"(?P<prefix>[^{}]*)\{[A-Za-z_][A-Za-z0-9_]*\}(?P<suffix>[^{}]*)", re.ASCII
+)
+
+
+def _extract(name: str, prefix: str, suffix: str) -> str:
+    start = name.find(prefix)
+    if start < 0:
+        return ""
+    start += len(prefix)
+    if not suffix:
+        return name[start:]
+    end = name.find(suffix, start)
+    return name[start:end] if end >= 0 else ""
 
 
 _STR_METHODS: Final[dict[str, Callable[[str, str], bool]]] = {
@@ -1639,10 +1619,7 @@ def _compare_request_time(op: str, c: int) -> _Fn:
 # --------------------------------------------------------------------------------------------
 
 
-def _compile(
-    expression: str, title: str, library: ModuleType | None, *, force_library: bool = False
-) -> CompiledCondition:
-    """compile_condition with the CEL library (or None) given; `force_library` is for tests."""
+def _compile(expression: str, title: str) -> CompiledCondition:
     if not isinstance(expression, str):
         raise ConditionError(
             f"a condition expression must be a string, not {type(expression).__name__}"
@@ -1654,17 +1631,15 @@ def _compile(
             f"the condition expression is {len(expression)} characters long; "
             f"the limit is {MAX_EXPRESSION_LENGTH}"
         )
-    program: Any = None
-    if library is not None:
-        try:
-            program = library.compile(expression)
-        except Exception as exc:
-            raise _library_syntax_error(expression, exc) from None
+    try:
+        cel.compile(expression)
+    except Exception as exc:
+        raise _library_syntax_error(expression, exc) from None
     try:
         tree = _Parser(expression).parse()
     except ConditionError as exc:
-        if program is not None and exc.problem.startswith("Syntax error: "):
-            # The library understood it, we do not.
+        if exc.problem.startswith("Syntax error: "):
+            # CEL itself understood it, we do not.
             problem = exc.problem.removeprefix("Syntax error: ")
             raise ConditionError(f"unsupported syntax: {problem}", exc.column) from None
         raise
@@ -1677,46 +1652,19 @@ def _compile(
             f'resource.name.startsWith("projects/")',
             1,
         )
-    uses_time = compiler.uses_time
-    if result.slow is None and not force_library:
-        fn = _fn_of(result)
-        return CompiledCondition(expression, title, uses_time, _fn=cast(_BoolFn, fn))
-    if library is None or program is None:
-        reason, column = result.slow or ("this expression", 1)
+    if result.outside is not None:
+        reason, column = result.outside
         raise ConditionError(
-            f"{reason} is outside the condition subset this gateway evaluates "
-            f"natively, and no CEL library is installed to evaluate it",
+            f"{reason}: valid CEL, but outside the IAM condition subset this gateway "
+            f"evaluates ({_SUBSET_HINT})",
             column,
         )
-    return CompiledCondition(
-        expression,
-        title,
-        uses_time,
-        _fn=_library_evaluator(library, program, compiler),
-        _native=False,
-    )
+    fn = cast(_BoolFn, _fn_of(result))
+    return CompiledCondition(expression, title, compiler.uses_time, _fn=fn)
 
 
-def _library_evaluator(library: ModuleType, program: Any, compiler: _Compiler) -> _BoolFn:
-    functions = {name: _library_time_function(name) for name in compiler.library_functions}
-    execute = cast(Callable[[object], object], program.execute)
-    context_type = library.Context
-
-    def evaluate(c: ConditionContext) -> bool:
-        when = c.request_time
-        if when.tzinfo is None:
-            raise _Failure("request.time is not timezone-aware")
-        variables = {
-            "request": {"time": when.astimezone(UTC)},
-            "resource": {
-                "name": c.resource_name,
-                "type": c.resource_type,
-                "service": c.resource_service,
-            },
-        }
-        result = execute(context_type(variables, functions))
-        if type(result) is not bool:
-            raise _Failure(f"the condition evaluated to {type(result).__name__}, not bool")
-        return result
-
-    return evaluate
+_SUBSET_HINT: Final = (
+    "comparisons, &&, ||, !, ?:, 'in' a list of literals, size(), + on strings, "
+    "startsWith/endsWith/contains/matches/extract on strings, and timestamp(), duration() and "
+    "the getX() accessors on request.time"
+)
