@@ -57,12 +57,18 @@ RBAC_CASES = (
 )
 
 
+REGEX_CONDITION = {
+    "title": "numbered operations",
+    "expression": 'resource.name.matches("^projects/p0/locations/l[0-9]+/operations/op[0-9]+$")',
+}
+
+
 def with_case_grants(data: dict[str, Any]) -> dict[str, Any]:
     """Grants the decision cases rely on (as policygen's measurement always did).
 
     g5 holds viewer on projects/p0: the caller is in g35, which g15 contains, which g5
     contains, so that grant is reached through two levels of nesting. temp@ holds editor there
-    under a time condition.
+    under a time condition, matcher@ under a matches() condition (RE2).
     """
     data = copy.deepcopy(data)
     data["allow"].append(
@@ -74,6 +80,11 @@ def with_case_grants(data: dict[str, Any]) -> dict[str, Any]:
                     "role": policygen.EDITOR,
                     "members": ["user:temp@acme.example"],
                     "condition": policygen.CONDITIONS[0],
+                },
+                {
+                    "role": policygen.EDITOR,
+                    "members": ["user:matcher@acme.example"],
+                    "condition": REGEX_CONDITION,
                 },
             ],
         }

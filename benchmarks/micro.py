@@ -189,6 +189,12 @@ DECISION_CASES = (
         "contactcenterinsights.operations.cancel",
         "projects/p0/locations/l1/operations/op1",
     ),
+    (
+        "allow via regex condition",
+        "matcher",
+        "contactcenterinsights.operations.cancel",
+        "projects/p0/locations/l1/operations/op1",
+    ),
 )
 
 
@@ -219,6 +225,13 @@ def _callers() -> dict[str, Any]:
             issuer=ISSUER,
             subject="temp",
             email="temp@acme.example",
+            email_verified=True,
+        ),
+        "matcher": Principal(
+            member="user:matcher@acme.example",
+            issuer=ISSUER,
+            subject="matcher",
+            email="matcher@acme.example",
             email_verified=True,
         ),
     }
