@@ -152,6 +152,7 @@ async def _start_rest(
         forwarder,
         pipeline.profile,
         ssl_context=server_ssl_context(settings.tls) if settings.tls else None,
+        identity_header=settings.authentication.identity_header,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from yaml.nodes import ScalarNode
 from gateway.errors import ConfigError
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BYTE_ORDER_MARK = "\ufeff"
+# Line breaks as YAML counts them (and so as its error marks number lines).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _STR_TAG = "tag:yaml.org,2002:str"
 # Deeper nesting is left to the full reader, whose recursion limit decides what it makes of it.
 _QUICK_DEPTH = 64
@@ -167,6 +171,8 @@ class _QuickReader:
 
 def _read_quickly(text: str) -> Any:
     """The quick reader's result; _Unusual when the text needs the full reader."""
+    if text.find(BYTE_ORDER_MARK, 1) != -1:
+        raise _Unusual  # the full reader refuses it, with the line
     loader = _LineLoader(text)
     try:
         return _QuickReader(loader).read()
@@ -186,6 +192,7 @@ def load_text(text: str, source: str) -> Any:
 
 def _read_fully(text: str, source: str) -> Any:
     """PyYAML's compose and construct, with LineMaps: every YAML feature, and every error."""
+    _refuse_stray_byte_order_mark(text, source)
     loader = _LineLoader(text)
     loader.source = source
     try:
@@ -202,6 +209,28 @@ def _read_fully(text: str, source: str) -> Any:
         raise ConfigError(source, None, f"holds a value that cannot be read: {exc}") from exc
     finally:
         loader.dispose()
+
+
+def _refuse_stray_byte_order_mark(text: str, source: str) -> None:
+    """Only the first character may be a byte-order mark (U+FEFF).
+
+    libyaml drops one after `---` and a doubled one at the start, which PyYAML's own reader
+    (a plain `yaml.safe_load`) keeps as part of a key, so a review tool and the gateway would
+    read different policies from the same file. Anywhere else, quoted strings included, an
+    invisible U+FEFF can only make a name that never matches: it is refused wherever it is.
+    """
+    position = text.find(BYTE_ORDER_MARK, 1)
+    if position == -1:
+        return
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    column = position - (breaks[-1].end() if breaks else 0) + 1
+    raise ConfigError(
+        source,
+        None,
+        f"holds a byte-order mark (U+FEFF) at column {column}; "
+        "only the very first character of a file may be one",
+        len(breaks) + 1,
+    )
 
 
 def load_file(path: Path) -> Any:

@@ -12,14 +12,14 @@ import grpc
 
 from gateway.errors import CallFailure, Unavailable
 from gateway.interceptors.call import CallState, current_call
-from gateway.interceptors.outcome import CallOutcome, OutcomeSink
+from gateway.interceptors.headers import REQUEST_ID_KEY, Metadata, header_family
+from gateway.interceptors.outcome import CallOutcome, OutcomeSink, cancellation_status
 from gateway.interceptors.stage import Behavior, Continuation, Stage
 from gateway.tracecontext import TRACE_HEADERS
 
 log = logging.getLogger("opsgate.chain")
 
 UNIMPLEMENTED_MESSAGE = "Method not found."
-REQUEST_ID_KEY = "x-request-id"  # the one trailing key the gateway adds to what it relays
 
 
 def audit_unavailable() -> Unavailable:
@@ -73,19 +73,21 @@ class AuditStage(Stage):
             self.in_flight += 1
             code, message, detail, reason = grpc.StatusCode.OK, "", "", None
             request_id = (REQUEST_ID_KEY, call.request_id)
-            answer: tuple[tuple[str, str | bytes], ...] = ()  # the failure's trailing metadata
+            answer: Metadata = ()  # the failure's trailing metadata
             try:
                 if not admit():
                     raise audit_unavailable()
                 response = await behavior(request, context)
-                context.set_trailing_metadata((*(context.trailing_metadata() or ()), request_id))
+                context.set_trailing_metadata(
+                    _with_request_id(context.trailing_metadata(), request_id)
+                )
                 return response
             except CallFailure as failure:
                 code, message = failure.code, failure.message
                 detail, reason = failure.log_detail, getattr(failure, "reason", None)
-                answer = (*failure.trailing_metadata(), request_id)
+                answer = _with_request_id(failure.trailing_metadata(), request_id)
             except asyncio.CancelledError:
-                code, message = _cancellation(context)
+                code, message = _cancellation(context, call)
                 raise
             except grpc.aio.AbortError:
                 # A library-mode servicer aborted on its own; its code is on the context.
@@ -143,11 +145,19 @@ def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
     )
 
 
-def _cancellation(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded."
-    return grpc.StatusCode.CANCELLED, "The call was cancelled by the client."
+def _cancellation(
+    context: grpc.aio.ServicerContext, call: CallState
+) -> tuple[grpc.StatusCode, str]:
+    return cancellation_status(context.time_remaining(), time.perf_counter() - call.started)
+
+
+def _with_request_id(trailing: Any, request_id: tuple[str, str]) -> Metadata:
+    """The answer's trailing metadata with the gateway's request id as its only one: an
+    upstream's own x-request-id (in any spelling) would shadow the id the audit record has."""
+    if not trailing:
+        return (request_id,)
+    kept = tuple(item for item in trailing if header_family(item[0]) != REQUEST_ID_KEY)
+    return (*kept, request_id)
 
 
 def _aborted_status(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:

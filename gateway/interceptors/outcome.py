@@ -24,6 +24,30 @@ class CallOutcome:
     reason: str | None = None  # the ErrorInfo reason the caller was given, if any
 
 
+# A client that gives up at its deadline resets the stream, and the reset can reach the gateway
+# while its own copy of that deadline still shows time left: the copy starts when the call's
+# headers arrive, and grpc-timeout is sent rounded up (to the ms below 1 s, to 10 ms below 10 s,
+# ...: under 1% of the deadline). Transit cancels out (the copy starts one transit late, the
+# reset arrives one transit late) but not its jitter and scheduling delays: up to ~45 ms was
+# measured with a hundred concurrent calls on this 2-core class of machine. So a cancellation
+# within 0.1 s plus 1% of the deadline is the deadline's doing; a client cancelling that close
+# to its deadline cannot be told apart from one whose deadline fired.
+DEADLINE_TOLERANCE_S = 0.1
+DEADLINE_TOLERANCE_SHARE = 0.01
+DEADLINE_MESSAGE = "Deadline exceeded."
+CANCELLED_MESSAGE = "The call was cancelled by the client."
+
+
+def cancellation_status(remaining: float | None, elapsed: float) -> tuple[grpc.StatusCode, str]:
+    """How to record a call cancelled with `remaining` seconds of its deadline left (None: it
+    had none) after `elapsed` seconds: DEADLINE_EXCEEDED if the deadline was the cause."""
+    if remaining is not None:
+        budget = elapsed + max(remaining, 0.0)
+        if remaining <= DEADLINE_TOLERANCE_S + DEADLINE_TOLERANCE_SHARE * budget:
+            return grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE
+    return grpc.StatusCode.CANCELLED, CANCELLED_MESSAGE
+
+
 class OutcomeSink(Protocol):
     """Receives every call's outcome exactly once; must not block."""
 

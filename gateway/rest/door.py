@@ -12,11 +12,12 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from gateway.interceptors.audit import INTERNAL_MESSAGE, REQUEST_ID_KEY
+from gateway.interceptors.audit import INTERNAL_MESSAGE
+from gateway.interceptors.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
 from gateway.resource_names import printable
 from gateway.rest.context import RestContext
 from gateway.rest.invoke import InProcessChain
-from gateway.rest.metadata import TIMEOUT_HEADER, grpc_peer, invocation_metadata
+from gateway.rest.metadata import DEFAULT_GATEWAY_HEADERS, grpc_peer, invocation_metadata
 from gateway.rest.routes import Matched, RouteTable, WrongVerb
 from gateway.rest.status import error_body, http_status, retry_after, status_details
 from gateway.rest.tls import peer_auth_context
@@ -37,9 +38,15 @@ class RestHandler:
     requests arriving while the door drains (503). Everything else is a call through the chain.
     """
 
-    def __init__(self, routes: RouteTable, chain: InProcessChain) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        chain: InProcessChain,
+        gateway_headers: GatewayHeaders = DEFAULT_GATEWAY_HEADERS,
+    ) -> None:
         self._routes = routes
         self._chain = chain
+        self._gateway_headers = gateway_headers  # what no caller's header may spell
         self.inflight: set[asyncio.Task[object]] = set()
         self.closing = False
 
@@ -83,7 +90,7 @@ class RestHandler:
         peername = transport.get_extra_info("peername") if transport else None
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
         context = RestContext(
-            invocation_metadata(request.headers.items()),
+            invocation_metadata(request.headers.items(), self._gateway_headers),
             grpc_peer(peername),
             deadline,
             peer_auth_context(ssl_object),
@@ -101,6 +108,7 @@ class RestHandler:
             return _error(504, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.")
         except asyncio.CancelledError:
             # The client went away (aiohttp cancels the handler): the chain recorded CANCELLED
+            # (DEADLINE_EXCEEDED if it gave up at its X-Server-Timeout, just before our timer)
             # and the upstream call was cancelled with it.
             context.finish(cancelled=True)
             raise

@@ -8,13 +8,17 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.interceptors.headers import GatewayHeaders
 from gateway.rest.context import Metadata
 
-TIMEOUT_HEADER = "x-server-timeout"  # seconds, as Google's REST frontends read it
+# The headers of a gateway with the default identity header; the door is given its own.
+DEFAULT_GATEWAY_HEADERS = GatewayHeaders()
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and this HTTP exchange's own framing: they describe the
 # connection or the JSON body, not the call. Cookies are a browser's, never the API caller's
-# credential, and must not travel upstream; the timeout header becomes the deadline instead.
+# credential, and must not travel upstream. The timeout header (seconds, as Google's REST
+# frontends read it) becomes the deadline instead, and like every header the gateway sets it is
+# dropped in every spelling (GatewayHeaders).
 _DROPPED = frozenset(
     {
         "connection",
@@ -33,19 +37,22 @@ _DROPPED = frozenset(
         "accept-encoding",
         "expect",
         "cookie",
-        TIMEOUT_HEADER,
     }
 )
 _KEY = re.compile(r"[0-9a-z_.-]+")  # what gRPC accepts as a metadata key
 _VALUE = re.compile(r"[\x20-\x7e]*")  # and as an ASCII value
 
 
-def invocation_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
-    """Lower-cased headers, minus hop-by-hop ones and any gRPC could not carry.
+def invocation_metadata(
+    headers: Iterable[tuple[str, str]], gateway_headers: GatewayHeaders = DEFAULT_GATEWAY_HEADERS
+) -> Metadata:
+    """Lower-cased headers, minus hop-by-hop ones, any gRPC could not carry, and any spelling
+    of a header the gateway sets (`gateway_headers.smuggled`).
 
     `grpc-*` keys are gRPC's own and are dropped; `*-bin` values are base64 (as gRPC's HTTP/2
     encoding has them) and decoded to bytes, or dropped if they are not base64.
     """
+    smuggled = gateway_headers.smuggled
     pairs = [(key.lower(), value) for key, value in headers]
     dropped = _DROPPED | {
         token.strip().lower()
@@ -55,7 +62,7 @@ def invocation_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
     }
     metadata: list[tuple[str, str | bytes]] = []
     for key, value in pairs:
-        if key in dropped or key.startswith("grpc-") or not _KEY.fullmatch(key):
+        if key in dropped or key.startswith("grpc-") or not _KEY.fullmatch(key) or smuggled(key):
             continue
         if key.endswith("-bin"):
             decoded = _base64(value)

@@ -12,6 +12,7 @@ import grpc
 from aiohttp import web
 
 from gateway.errors import ConfigError
+from gateway.interceptors.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
 from gateway.profile import ServiceProfile
 from gateway.rest.door import RestHandler
 from gateway.rest.invoke import InProcessChain
@@ -63,14 +64,16 @@ async def start_rest_door(
     profile: ServiceProfile,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    identity_header: str | None = DEFAULT_IDENTITY_HEADER,
 ) -> RestDoor:
     """Serve `profile`'s HTTP rules on settings.listen, each call running `chain` around
-    `handlers` in process (the gateway's interceptors and its upstream forwarder)."""
+    `handlers` in process (the gateway's interceptors and its upstream forwarder).
+    `identity_header` is the one the gateway sends upstream: no caller may send it."""
     install_request_error_filter()
     routes = RouteTable.from_profile(profile)
     if not routes.routes:
         log.warning("the service profile has no http rules: every REST request will be 404")
-    handler = RestHandler(routes, InProcessChain(chain, handlers))
+    handler = RestHandler(routes, InProcessChain(chain, handlers), GatewayHeaders(identity_header))
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", "/{path:.*}", handler.handle)
     runner = web.AppRunner(

@@ -12,17 +12,12 @@ import grpc
 
 from gateway.errors import RelayedStatus, Unavailable
 from gateway.interceptors.call import current_call
+from gateway.interceptors.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
 from gateway.routing import OPERATIONS_METHODS
 
 log = logging.getLogger("opsgate.upstream")
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-
-# Headers that belong to this hop, not to the call: HTTP/2 pseudo-headers and the
-# transport's own. grpc sets them afresh on the upstream call.
-_HOP_HEADERS = frozenset(
-    {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding"}
-)
 
 # grpc core's own words when a call failed in transport (the upstream never answered it).
 _TRANSPORT_FAILURES = (
@@ -33,6 +28,8 @@ _TRANSPORT_FAILURES = (
     "connections to all backends failing",
     "GOAWAY received",
 )
+
+_VERDICTS_KEPT = 1024  # distinct metadata keys whose relay verdict is remembered
 
 _DISCONNECTED = frozenset(
     {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.CONNECTING}
@@ -53,31 +50,44 @@ def header_safe(value: str) -> str:
 class UpstreamHeaders:
     """What of the caller's metadata the upstream receives, plus the verified identity.
 
-    This hop's own headers are dropped; so is `authorization` unless config forwards it, and
-    so is any identity header the caller sent (only the gateway may assert an identity).
+    This hop's own headers are dropped (grpc sets them afresh), and so is `authorization`
+    unless config forwards it. So is every spelling of a header the gateway sets (the identity
+    header above all: only the gateway may assert an identity) and every other spelling of a
+    transport or credential header: see GatewayHeaders.
     """
 
     def __init__(self, *, forward_authorization: bool, identity_header: str | None) -> None:
-        dropped = set(_HOP_HEADERS)
-        if not forward_authorization:
-            dropped.add("authorization")
-        if identity_header:
-            dropped.add(identity_header)
-        self._dropped = frozenset(dropped)
+        self._forward_authorization = forward_authorization
         self._identity_header = identity_header
+        self._smuggled = GatewayHeaders(identity_header).smuggled
+        self._relayed: dict[str, bool] = {}  # verdict per key: one lookup a key on the hot path
 
     def outgoing(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
-        dropped = self._dropped
-        relayed = tuple(
-            (key, value)
-            for key, value in metadata or ()
-            if key not in dropped and not key.startswith(":")
-        )
+        relayed = self._relayed
+        kept = []
+        for key, value in metadata or ():
+            verdict = relayed.get(key)
+            if verdict is None:
+                verdict = self._judge(key)
+            if verdict:
+                kept.append((key, value))
         if self._identity_header:
             call = current_call.get(None)
             if call is not None and call.principal is not None:
-                return (*relayed, (self._identity_header, header_safe(call.principal.member)))
-        return relayed
+                kept.append((self._identity_header, header_safe(call.principal.member)))
+        return tuple(kept)
+
+    def _judge(self, key: str) -> bool:
+        if len(self._relayed) >= _VERDICTS_KEPT:
+            self._relayed.clear()  # callers choose keys: the memo stays bounded
+        if is_transport_header(key):
+            verdict = False
+        elif key == CREDENTIAL_HEADER:
+            verdict = self._forward_authorization
+        else:
+            verdict = not self._smuggled(key)
+        self._relayed[key] = verdict
+        return verdict
 
 
 def _note_upstream_time(seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""A probe upstream (a seam, not the code under test): notes deadlines, answers with metadata."""
+"""A probe upstream for tests: notes each call's deadline and metadata, answers with metadata."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
+Metadata = tuple[tuple[str, str | bytes], ...]
+
 INITIAL = (("x-upstream-initial", "i1"), ("x-upstream-initial-bin", b"\x00\xff"))
 TRAILING = (("x-upstream-trailing", "t1"), ("x-upstream-trailing", "t2"), ("x-t-bin", b"\x01"))
 
@@ -20,11 +22,14 @@ class ProbeServicer(operations_pb2_grpc.OperationsServicer):
 
     deadlines: list[float | None] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    metadata: list[Metadata] = field(default_factory=list)  # each call's, as received
+    trailing: Metadata = TRAILING  # what GetOperation answers with
 
     async def GetOperation(self, request, context):
         self.deadlines.append(context.time_remaining())
+        self.metadata.append(tuple((key, value) for key, value in context.invocation_metadata()))
         await context.send_initial_metadata(INITIAL)
-        context.set_trailing_metadata(TRAILING)
+        context.set_trailing_metadata(self.trailing)
         if request.name.endswith("/slow"):
             try:
                 await asyncio.sleep(30)

@@ -65,6 +65,14 @@ TEXTS = {
     "empty values": "a:\nb: []\nc: {}\nd: ''\n",
     "multi-line strings": "a: |\n  one\n  two\nb: >\n  folded\n  text\nc: 'multi\n  line'\n",
     "unicode": "naïve: ünïcödé\n'\u00e9': \u2603\n",
+    # libyaml drops a byte-order mark after `---` or doubled at the start; PyYAML's own reader
+    # keeps it: only one as the very first character is read, and the same way by both.
+    "bom at start": "\ufeffa: 1\n",
+    "doubled bom": "\ufeff\ufeffa: 1\n",
+    "bom after document start": "---\n\ufeffa: 1\n",
+    "bom in a key": "a\ufeffb: 1\n",
+    "bom in a quoted value": "a: 'x\ufeffy'\n",
+    "bom in a flow mapping": "{a: 1, \ufeffb: 2}\n",
 }
 
 
@@ -98,7 +106,8 @@ def test_every_text_reads_as_the_full_reader_reads_it(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["plain", "scalars", "empty", "comments only", "json text", "deep nesting"]
+    "name",
+    ["plain", "scalars", "empty", "comments only", "json text", "deep nesting", "bom at start"],
 )
 def test_plain_files_take_the_quick_way(name: str) -> None:
     _read_quickly(TEXTS[name])  # does not raise _Unusual
@@ -117,6 +126,9 @@ def test_plain_files_take_the_quick_way(name: str) -> None:
         "syntax error",
         "list top",
         "very deep mappings",
+        "doubled bom",
+        "bom after document start",
+        "bom in a quoted value",
     ],
 )
 def test_everything_else_is_left_to_the_full_reader(name: str) -> None:
@@ -138,6 +150,7 @@ def test_lines_and_aliases_come_out_as_before() -> None:
 SPLICES = [
     "&a ", "*a", "!!str ", "!x ", "<<: ", "=", "? ", "- ", ": ", "{", "}", "[", "]", ",",
     "'", '"', "#", "\n", "  ", "\t", "---\n", "...\n", "~", "1", "yes", "2024-02-30", "a: 1\n",
+    "\ufeff",
 ]  # fmt: skip
 KEYS = st.sampled_from(["a", "b", "c", "1", "yes", "null", "<<", "=", "x y", ""])
 SCALARS = st.one_of(
