@@ -192,7 +192,7 @@ def load_text(text: str, source: str) -> Any:
 
 def _read_fully(text: str, source: str) -> Any:
     """PyYAML's compose and construct, with LineMaps: every YAML feature, and every error."""
-    _refuse_stray_byte_order_mark(text, source)
+    refuse_stray_byte_order_mark(text, source)
     loader = _LineLoader(text)
     loader.source = source
     try:
@@ -211,7 +211,7 @@ def _read_fully(text: str, source: str) -> Any:
         loader.dispose()
 
 
-def _refuse_stray_byte_order_mark(text: str, source: str) -> None:
+def refuse_stray_byte_order_mark(text: str, source: str) -> None:
     """Only the first character may be a byte-order mark (U+FEFF).
 
     libyaml drops one after `---` and a doubled one at the start, which PyYAML's own reader

@@ -253,7 +253,8 @@ def test_policy_with_a_bom_is_refused_with_its_line(
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="gateway/policy/loader.py reads JSON policies with its own reader, not "
-                "through sourcefile; its owner is asked to call the same check",
+                "through sourcefile; its owner is asked to call "
+                "sourcefile.refuse_stray_byte_order_mark there too",
             ),
         ),
     ],
