@@ -313,11 +313,6 @@ def _check_authentication(authn: AuthnSettings, source: str) -> None:
                     "give exactly one of client_secret_file and client_secret_env",
                 )
             client_secret(introspection, source)
-    header = authn.identity_header
-    if header is not None and (header != header.lower() or not header.replace("-", "").isalnum()):
-        raise ConfigError(
-            source, "authentication.identity_header", f"'{header}' is not a lowercase header name"
-        )
 
 
 def client_secret(config: IntrospectionConfig, source: str = "<config>") -> str:
@@ -370,9 +365,3 @@ def _check_client_certificates(settings: Settings, source: str) -> None:
         where = f"{key}.identities[{index}]"
         if (identity.san_uri is None) == (identity.san_email is None):
             raise ConfigError(source, where, "give exactly one of san_uri and san_email")
-        if not identity.principal.startswith(("principal://", "serviceAccount:", "user:")):
-            raise ConfigError(
-                source,
-                f"{where}.principal",
-                f"'{identity.principal}' is not principal://..., serviceAccount:... or user:...",
-            )

@@ -22,7 +22,9 @@ OutputFile = typing.NewType("OutputFile", Path)
 
 def check_host_port(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # str.isdigit alone accepts other scripts' digits, which int() reads and gRPC does not.
+    digits = port.isascii() and port.isdigit()
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
         return f"'{value}' is not HOST:PORT (for example 127.0.0.1:8080 or [::]:8443)"
     return None
 
@@ -37,6 +39,17 @@ def check_not_negative(value: float) -> str | None:
 
 def check_not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
+
+
+def check_exact_text(value: str) -> str | None:
+    """For a value compared exactly with what callers send: no surrounding whitespace (a YAML
+    block scalar keeps its line break) and nothing unprintable, which would never match."""
+    if not value.strip():
+        return "must not be empty"
+    if value != value.strip() or not value.isprintable():
+        shown = value.encode("unicode_escape").decode("ascii")
+        return f"'{shown}' has surrounding whitespace or control characters and would never match"
+    return None
 
 
 def doc(text: str, check: Callable[[Any], str | None] | None = None) -> Any:

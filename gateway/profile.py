@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from gateway.errors import ConfigError, InvalidArgument, Unimplemented
+from gateway.policy.roles import parse_permission
 from gateway.resource_names import name_problem, printable
 from gateway.rest.template import PathTemplate, TemplateError, compile_template
 from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
@@ -160,16 +161,27 @@ def _route(entry: Any, source: str, key: str, line: int, method: str) -> Route:
     ):
         raise ConfigError(source, key, "each route is {pattern, permission[, http]}", line)
     pattern, permission = entry["pattern"], entry["permission"]
-    if not isinstance(pattern, str) or name_problem(pattern.replace("*", "x")) is not None:
+    if not _is_pattern(pattern):
         raise ConfigError(
-            source, f"{key}.pattern", f"'{pattern}' is not a resource pattern", entry.line
+            source, f"{key}.pattern", f"{pattern!r} is not a resource pattern", entry.line
         )
-    if not isinstance(permission, str) or permission.count(".") < 2:
+    # The permission must be what policies grant, exactly: the loader's own syntax check.
+    if not isinstance(permission, str) or (
+        parse_permission(permission, allow_patterns=False).exact != permission
+    ):
         raise ConfigError(
-            source, f"{key}.permission", f"'{permission}' is not SERVICE.RESOURCE.VERB", entry.line
+            source, f"{key}.permission", f"{permission!r} is not SERVICE.RESOURCE.VERB", entry.line
         )
     http = _http_rule(entry.get("http"), source, f"{key}.http", entry, method, pattern)
     return Route(pattern, permission, tuple(pattern.split("/")), http)
+
+
+def _is_pattern(pattern: object) -> bool:
+    """A name with `*` only as whole segments: a `*` inside a segment would be matched as a
+    literal star, which no real name has."""
+    if not isinstance(pattern, str) or name_problem(pattern.replace("*", "x")) is not None:
+        return False
+    return all(part == "*" or "*" not in part for part in pattern.split("/"))
 
 
 def _http_rule(

@@ -10,6 +10,7 @@ from cryptography import x509
 
 from gateway.authn.principal import Principal
 from gateway.authn.settings import ClientCertificateConfig
+from gateway.policy.members import caller_member_key, canonical_identity
 
 PEM_KEY = "x509_pem_cert"  # grpc's auth_context property holding the verified peer certificate
 
@@ -22,7 +23,7 @@ def certificate_sans(pem: bytes) -> tuple[str, ...]:
     except x509.ExtensionNotFound:
         return ()
     uris = (f"uri:{v}" for v in sans.get_values_for_type(x509.UniformResourceIdentifier))
-    emails = (f"email:{v.lower()}" for v in sans.get_values_for_type(x509.RFC822Name))
+    emails = (f"email:{canonical_identity(v)}" for v in sans.get_values_for_type(x509.RFC822Name))
     return (*uris, *emails)
 
 
@@ -33,10 +34,12 @@ class CertificateIdentities:
         self.require_token = config.require_token
         self._by_san: dict[str, str] = {}
         for identity in config.identities:
+            # The member in canonical form, as the identity header and audit records show it.
+            member = caller_member_key(identity.principal)
             if identity.san_uri is not None:
-                self._by_san[f"uri:{identity.san_uri}"] = identity.principal
+                self._by_san[f"uri:{identity.san_uri}"] = member
             if identity.san_email is not None:
-                self._by_san[f"email:{identity.san_email.lower()}"] = identity.principal
+                self._by_san[f"email:{canonical_identity(identity.san_email)}"] = member
         # Certificate digest -> its principal (None: no mapped SAN). Parsed once per
         # certificate; one Principal per certificate, so its policy Caller is built once too.
         self._principals: LRUCache[bytes, tuple[Principal | None]] = LRUCache(maxsize=10_000)

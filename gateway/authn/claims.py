@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from gateway.authn.principal import Principal, email_member, group_email
 from gateway.errors import token_expired, token_invalid
+from gateway.policy.members import canonical_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,11 @@ class PrincipalRules:
     subject_prefix: str = ""
     groups_claim: str | None = None
     require_email_verified: bool = True
+    # The issuer vouches for every email it puts in a token: a missing email_verified counts
+    # as true (an explicit false still does not). Otherwise missing means not verified.
+    emails_verified: bool = False
+    # Whether `hd` establishes domain: membership; only an issuer that checks it may say so.
+    trust_hosted_domain: bool = False
     token_kind: str = "jwt"
 
 
@@ -114,26 +120,39 @@ def _groups(claims: Mapping[str, Any], name: str | None) -> frozenset[str]:
     value = claims[name]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise token_invalid(f"the {name} claim is not an array of strings")
-    return frozenset(group_email(item) for item in value if item)
+    return frozenset(canonical_identity(group_email(item)) for item in value if item)
+
+
+def email_verified(claims: Mapping[str, Any], rules: PrincipalRules) -> bool:
+    """Whether the token's email is verified: the claim says true, or it is absent and the
+    issuer is configured to vouch for its emails. Absent otherwise means not verified."""
+    if "email_verified" not in claims:
+        return rules.emails_verified
+    verified = claims["email_verified"]
+    if not isinstance(verified, bool):
+        raise token_invalid("the email_verified claim is not a boolean")
+    return verified
 
 
 def principal_from(
     claims: Mapping[str, Any], rules: PrincipalRules, expires_at: float | None
 ) -> Principal:
-    """The Principal named by verified claims, following the issuer's rules."""
+    """The Principal named by verified claims, following the issuer's rules; emails, groups
+    and domains in canonical form, so decisions, the identity header, audit records and rate
+    limits all see the one spelling."""
     subject = string_claim(claims, "sub") or ""
     email = string_claim(claims, "email")
-    verified = claims.get("email_verified", False)
-    if not isinstance(verified, bool):
-        raise token_invalid("the email_verified claim is not a boolean")
-    hosted_domain = string_claim(claims, "hd")
+    verified = email_verified(claims, rules)
+    hosted_domain = string_claim(claims, "hd") if rules.trust_hosted_domain else None
     if rules.principal_claim == "iss":
         email = string_claim(claims, "iss", required=True)
         verified = True  # the account signed for itself with a key only it holds
+    if email:
+        email = canonical_identity(email)
     if rules.principal_claim in ("email", "iss"):
         if not email:
             raise token_invalid("the email claim is missing or empty")
-        if rules.require_email_verified and verified is False and "email_verified" in claims:
+        if rules.require_email_verified and not verified:
             raise token_invalid("the email is not verified")
         member = email_member(email)
     else:
@@ -146,7 +165,7 @@ def principal_from(
         subject=subject,
         email=email or None,
         email_verified=verified,
-        hosted_domain=hosted_domain,
+        hosted_domain=canonical_identity(hosted_domain) if hosted_domain else None,
         groups=_groups(claims, rules.groups_claim),
         scopes=scopes(claims),
         token_kind=rules.token_kind,

@@ -102,6 +102,10 @@ def _principal_rules(config: IssuerConfig, token_kind: str) -> PrincipalRules:
         subject_prefix=config.subject_prefix or default_subject_prefix(config.issuer),
         groups_claim=config.groups_claim,
         require_email_verified=config.require_email_verified,
+        emails_verified=config.emails_verified,
+        # Google checks `hd` against the account's Workspace domain; another issuer's `hd` is
+        # whatever it wrote, so it counts only where the operator says that issuer checks it.
+        trust_hosted_domain=config.trust_hosted_domain or config.issuer in GOOGLE_ISSUERS,
         token_kind=token_kind,
     )
 
@@ -127,6 +131,7 @@ def _google_id_verifier(config: GoogleIdTokenConfig) -> tuple[JwtVerifier, JwksK
         principal=PrincipalRules(
             issuer="https://accounts.google.com",
             groups_claim=config.groups_claim,
+            trust_hosted_domain=True,
             token_kind="google_id_token",
         ),
     )
@@ -158,7 +163,11 @@ def _google_access(config: GoogleAccessTokenConfig) -> OpaqueIssuer:
             url=config.tokeninfo_url, audiences=config.audiences, cache_ttl_s=config.cache_ttl_s
         )
     )
-    rules = PrincipalRules(issuer="https://accounts.google.com", token_kind="google_access_token")
+    rules = PrincipalRules(
+        issuer="https://accounts.google.com",
+        trust_hosted_domain=True,
+        token_kind="google_access_token",
+    )
     return OpaqueIssuer(verifier.verify, rules)
 
 
@@ -188,6 +197,7 @@ def build_authn(settings: AuthnSettings) -> AuthnRuntime:
             audiences=frozenset(sa.audiences),
             algorithms=frozenset({"RS256"}),
             times=TimeRules(30.0, sa.max_lifetime_s),
+            # The account writes every claim itself: its `hd` proves nothing (not trusted).
             principal=PrincipalRules(
                 issuer="self-signed", principal_claim="iss", token_kind="service_account_jwt"
             ),

@@ -27,6 +27,7 @@ from gateway.authn.claims import (
 )
 from gateway.authn.principal import SERVICE_ACCOUNT_DOMAIN, Principal
 from gateway.errors import token_invalid
+from gateway.policy.members import canonical_identity, is_email
 
 # Keys come from config, never from the token: the jku, x5u, jwk and x5c headers are never
 # read. `crit` names extensions we do not implement, so RFC 7515 4.1.11 says reject.
@@ -259,10 +260,11 @@ class JwtVerifier:
 
 
 def is_self_signed(claims: Mapping[str, Any]) -> bool:
-    """A service account's own JWT: iss == sub == its email."""
+    """A service account's own JWT: iss == sub == its email (an ASCII IAM email)."""
     issuer = claims.get("iss")
     return (
         isinstance(issuer, str)
         and issuer == claims.get("sub")
-        and issuer.lower().endswith(SERVICE_ACCOUNT_DOMAIN)
+        and is_email(issuer)
+        and canonical_identity(issuer).endswith(SERVICE_ACCOUNT_DOMAIN)
     )

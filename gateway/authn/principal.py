@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.policy.members import canonical_identity
 from gateway.policy.model import Caller
 
 SERVICE_ACCOUNT_DOMAIN = ".iam.gserviceaccount.com"
@@ -44,8 +45,10 @@ class Principal:
 
 
 def email_member(email: str) -> str:
-    """serviceAccount:EMAIL for Google service accounts, user:EMAIL for everyone else."""
-    kind = "serviceAccount" if email.lower().endswith(SERVICE_ACCOUNT_DOMAIN) else "user"
+    """serviceAccount:EMAIL for Google service accounts, user:EMAIL for everyone else; the
+    email in canonical form (see canonical_identity)."""
+    email = canonical_identity(email)
+    kind = "serviceAccount" if email.endswith(SERVICE_ACCOUNT_DOMAIN) else "user"
     return f"{kind}:{email}"
 
 

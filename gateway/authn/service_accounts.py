@@ -12,6 +12,7 @@ from cachetools import LRUCache
 from gateway.authn.key_source import JwksKeySource, jwks_uri_fetcher
 from gateway.authn.settings import ServiceAccountJwtConfig
 from gateway.errors import token_invalid, verification_unavailable
+from gateway.policy.members import canonical_identity
 
 MAX_ACCOUNTS = 1000
 
@@ -28,14 +29,14 @@ class ServiceAccountKeys:
         self, config: ServiceAccountJwtConfig, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._config = config
-        self._allowed = frozenset(email.lower() for email in config.allowed)
+        self._allowed = frozenset(canonical_identity(email) for email in config.allowed)
         self._sources: LRUCache[str, JwksKeySource] = LRUCache(maxsize=MAX_ACCOUNTS)
         self._clock = clock
         self._budget = float(config.new_accounts_per_minute)
         self._budget_at = clock()
 
     async def key_for(self, kid: str | None, alg: str, unverified: Mapping[str, Any]) -> Any:
-        email = str(unverified.get("iss", "")).lower()
+        email = canonical_identity(str(unverified.get("iss", "")))
         if self._allowed and email not in self._allowed:
             raise token_invalid("the service account is not in service_account_jwts.allowed")
         source = self._sources.get(email)

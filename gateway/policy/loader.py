@@ -18,7 +18,14 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.policy.conditions import CompiledCondition, ConditionError, compile_condition
 from gateway.policy.index import build_index
-from gateway.policy.members import MEMBER_FORMS_HINT, Member, ParsedMember, is_email
+from gateway.policy.members import (
+    MEMBER_FORMS_HINT,
+    Member,
+    ParsedMember,
+    canonical_identity,
+    escaped,
+    is_email,
+)
 from gateway.policy.members import parse_member as _parse_member
 from gateway.policy.model import Binding, Condition, DenyRule, Group, Policy
 from gateway.policy.roles import (
@@ -30,6 +37,7 @@ from gateway.policy.roles import (
     predefined_roles,
     to_fqdn_spelling,
 )
+from gateway.resource_names import name_problem
 from gateway.sourcefile import LineMap, load_text
 
 TOP_KEYS = ("allow", "deny", "roles", "groups", "etag", "description")
@@ -65,14 +73,17 @@ WRAPPED_RULE_KEYS = ("denyRule", "description")
 _PLAIN_BINDING = frozenset(("role", "members"))
 ROLE_KEYS = ("name", "title", "description", "includedPermissions", "stage", "etag")
 
+# Every syntax here is checked with fullmatch: `$` also matches before a trailing newline.
 _ID = r"[^/\s*]+"
 _RESOURCE = re.compile(
-    rf"^projects/{_ID}(?:/locations/{_ID}(?:/operations/{_ID}"
-    rf"|/authorizedViewSets/{_ID}(?:/authorizedViews/{_ID}(?:/operations/{_ID})?)?)?)?$"
+    rf"projects/{_ID}(?:/locations/{_ID}(?:/operations/{_ID}"
+    rf"|/authorizedViewSets/{_ID}(?:/authorizedViews/{_ID}(?:/operations/{_ID})?)?)?)?"
 )
 _SERVICE_PREFIX = "//contactcenterinsights.googleapis.com/"
-_CRM_PROJECT = re.compile(rf"^//cloudresourcemanager\.googleapis\.com/(projects/{_ID})$")
-_CUSTOM_ROLE = re.compile(r"^(?:projects/[^/\s]+|organizations/[0-9]+)/roles/[A-Za-z0-9_.]{3,64}$")
+_CRM_PROJECT = re.compile(rf"//cloudresourcemanager\.googleapis\.com/(projects/{_ID})")
+_CUSTOM_ROLE = re.compile(r"(?:projects/[^/\s]+|organizations/[0-9]+)/roles/[A-Za-z0-9_.]{3,64}")
+# IAM's Role.stage values; DISABLED is the one that changes what a role grants.
+ROLE_STAGES = ("ALPHA", "BETA", "GA", "DEPRECATED", "DISABLED", "EAP")
 RESOURCE_HINT = (
     "resources are projects/P, projects/P/locations/L, .../locations/L/operations/O, "
     ".../locations/L/authorizedViewSets/S, .../authorizedViewSets/S/authorizedViews/V "
@@ -190,10 +201,12 @@ def normalize_resource(text: str) -> str | None:
     if text.startswith(_SERVICE_PREFIX):
         text = text[len(_SERVICE_PREFIX) :]
     else:
-        match = _CRM_PROJECT.match(text)
+        match = _CRM_PROJECT.fullmatch(text)
         if match:
             text = match.group(1)
-    if not _RESOURCE.match(text):
+    # A name a request could never carry (control or invisible characters, percent-encoding)
+    # would make the binding or deny rule silently apply to nothing.
+    if not _RESOURCE.fullmatch(text) or name_problem(text) is not None:
         return None
     # '-' means "any" in Google's list calls; in a policy it would silently name nothing real,
     # and '.' or '..' would name something no request can reach.
@@ -236,13 +249,15 @@ class _Loader:
         self.problems.append(PolicyProblem(self.source, line, key, problem, hint))
 
     def locate(self, value: str, start: int | None) -> int | None:
-        """The line of a list item: lists carry no lines, so find the text at or after its key."""
-        if start is None or not value:
+        """The line of a list item: lists carry no lines, so find the text at or after its key.
+        A value spread over lines (a block scalar) is found by its first non-blank line."""
+        needle = next((part.strip() for part in value.splitlines() if part.strip()), "")
+        if start is None or not needle:
             return start
         if self._lines is None:
             self._lines = self.text.splitlines()
         for number in range(start - 1, min(len(self._lines), start + 1000)):
-            if value in self._lines[number]:
+            if needle in self._lines[number]:
                 return number + 1
         return start
 
@@ -490,14 +505,14 @@ class _Loader:
             name = self.string(spec, "name", path, required=True)
             title = self.string(spec, "title", path) or ""
             description = self.string(spec, "description", path) or ""
-            stage = self.string(spec, "stage", path)
+            stage = self.stage(spec, path)
             self.string(spec, "etag", path)
             permissions = self.permissions(
                 spec, "includedPermissions", path, required=False, allow_patterns=False
             )
             if name is None:
                 continue
-            if not _CUSTOM_ROLE.match(name):
+            if not _CUSTOM_ROLE.fullmatch(name):
                 hint = "custom roles are named projects/P/roles/ID or organizations/N/roles/ID"
                 if name.startswith("roles/"):
                     hint = f"roles/... names are Google's predefined roles; {hint}"
@@ -524,6 +539,18 @@ class _Loader:
             found.append(role)
         return tuple(found)
 
+    def stage(self, spec: LineMap, path: str) -> str | None:
+        """A role's launch stage: one of IAM's, exactly (a 'disabled' would still grant)."""
+        stage = self.string(spec, "stage", path)
+        if stage is not None and stage not in ROLE_STAGES:
+            self.add(
+                _join(path, "stage"),
+                f"'{escaped(stage)}' is not a role stage",
+                spec.line_of("stage"),
+                f"stages are {', '.join(ROLE_STAGES)}",
+            )
+        return stage
+
     def groups(self, top: LineMap) -> tuple[Group, ...]:
         value = top.get("groups")
         if value is None:
@@ -537,11 +564,12 @@ class _Loader:
             line = section.line_of(written)
             email = written[len("group:") :] if written.startswith("group:") else written
             if not is_email(email):
-                self.add(
-                    path, f"'{written}' is not a group email", line, "write EMAIL or group:EMAIL"
-                )
+                problem = f"'{escaped(written)}' is not a group email"
+                if not email.isascii():
+                    problem += " (IAM emails are ASCII)"
+                self.add(path, problem, line, "write EMAIL or group:EMAIL")
                 continue
-            email = email.lower()
+            email = canonical_identity(email)
             if email in found:
                 self.add(path, f"group '{email}' is defined twice", line)
                 continue

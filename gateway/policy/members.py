@@ -14,16 +14,54 @@ _PUBLIC_SET = "principalSet://goog/public:all"
 # IAM v2 deny rules name service accounts this way; it is the same identity as serviceAccount:.
 _SA_PRINCIPAL_PREFIX = "principal://iam.googleapis.com/projects/-/serviceAccounts/"
 
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+$")
-_DOMAIN = re.compile(r"^[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+$")
-_PRINCIPAL = re.compile(r"^principal://[^/\s]+/\S+$")
+# Syntax is checked with fullmatch: `$` also matches before a trailing newline, so a member
+# written with a YAML block scalar would pass and then never match anything.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_DOMAIN = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_PRINCIPAL = re.compile(r"principal://[^/\s]+/\S+")
+_UID = re.compile(r"[0-9]+")
 _EMAIL_KINDS = ("user", "serviceAccount", "group")
+# Google's fixed prefixes; written in another case they would be read as some other principal
+# that no caller ever is.
+_FIXED_PREFIXES = (SUBJECT_PREFIX, _SA_PRINCIPAL_PREFIX, _GROUP_SET_PREFIX, _PUBLIC_SET)
+_ASCII_PRINCIPALS = (SUBJECT_PREFIX, _SA_PRINCIPAL_PREFIX)  # principal:// forms naming emails
 
 MEMBER_FORMS_HINT = (
     "members are user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, allUsers, "
     "allAuthenticatedUsers, principal://goog/subject/EMAIL, principalSet://goog/group/EMAIL, "
     "principalSet://goog/public:all or deleted:KIND:EMAIL?uid=ID"
 )
+
+
+def canonical_identity(text: str) -> str:
+    """An email, group email or domain in the one form identities are compared in.
+
+    IAM emails are case-insensitive ASCII, so ASCII text is lower-cased. Anything else is kept
+    exactly as it is: Unicode lower-casing folds the Kelvin sign into 'k' (and dotted I into
+    'i' plus a dot), which would let a non-ASCII spelling pass for an ASCII member. Kept exact,
+    a non-ASCII identity equals only itself, and no policy member (they are ASCII) at all.
+    """
+    return text.lower() if text.isascii() else text
+
+
+def is_email(text: str) -> bool:
+    """An IAM email address: ASCII, the whole string."""
+    return _EMAIL.fullmatch(text) is not None
+
+
+def is_domain(text: str) -> bool:
+    """A DNS domain as domain: members name it: ASCII, the whole string."""
+    return _DOMAIN.fullmatch(text) is not None
+
+
+def is_principal_uri(text: str) -> bool:
+    """A principal:// identifier compared exactly as written (workforce, workload, issuer)."""
+    return _PRINCIPAL.fullmatch(text) is not None and text.isprintable()
+
+
+def escaped(text: str) -> str:
+    """`text` for a message: escaped, so a newline or a look-alike letter shows as what it is."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,43 +91,75 @@ class ParsedMember:
 
 
 def parse_member(text: str) -> ParsedMember:
-    """Parse one member string into its canonical key (emails and domains lower-cased)."""
+    """Parse one member string into its canonical key (see canonical_identity)."""
     key = _member_key(text)
     if key is not None:
         return ParsedMember(member=Member(text, key))
     if text.startswith("deleted:"):
-        inner, _, uid = text[len("deleted:") :].partition("?uid=")
-        if _member_key(inner) is not None and ("?uid=" not in text or uid):
+        inner, marker, uid = text[len("deleted:") :].partition("?uid=")
+        if _member_key(inner) is not None and (not marker or _UID.fullmatch(uid)):
             return ParsedMember(member=Member(text, None))
+    return ParsedMember(problem=member_problem(text))
+
+
+def member_problem(text: str) -> str:
+    """Why `text`, which parse_member refused, is not a member."""
+    exact_form = text.startswith("principal://") and not text.startswith(_ASCII_PRINCIPALS)
+    if not text.isascii() and not exact_form:
+        return (
+            f"member '{escaped(text)}' has non-ASCII characters: IAM emails and domains are "
+            "ASCII, and a token spelling one with other characters is never that member"
+        )
+    if text != text.strip():
+        return (
+            f"member '{escaped(text)}' has leading or trailing whitespace (a YAML block scalar "
+            "keeps its line break); it would never match"
+        )
+    prefix = _miscased_prefix(text)
+    if prefix is not None:
+        return f"malformed member '{escaped(text)}': write '{prefix}' exactly so"
     if text.startswith("principalSet://"):
-        return ParsedMember(problem=f"unsupported principal set '{text}'")
-    return ParsedMember(problem=f"malformed member '{text}'")
+        return f"unsupported principal set '{escaped(text)}'"
+    return f"malformed member '{escaped(text)}'"
 
 
 def _member_key(text: str) -> str | None:
     kind, sep, value = text.partition(":")
     if sep and kind in _EMAIL_KINDS:  # the common forms first; no other form starts this way
-        return f"{kind}:{value.lower()}" if _EMAIL.match(value) else None
+        return f"{kind}:{canonical_identity(value)}" if is_email(value) else None
     if text in (ALL_USERS, ALL_AUTHENTICATED_USERS):
         return text
     if text == _PUBLIC_SET:
         return ALL_USERS
     if text.startswith(_GROUP_SET_PREFIX):
         email = text[len(_GROUP_SET_PREFIX) :]
-        return f"group:{email.lower()}" if _EMAIL.match(email) else None
+        return f"group:{canonical_identity(email)}" if is_email(email) else None
     if text.startswith(_SA_PRINCIPAL_PREFIX):
         email = text[len(_SA_PRINCIPAL_PREFIX) :]
-        return f"serviceAccount:{email.lower()}" if _EMAIL.match(email) else None
+        return f"serviceAccount:{canonical_identity(email)}" if is_email(email) else None
     if text.startswith(SUBJECT_PREFIX):
         email = text[len(SUBJECT_PREFIX) :]
-        return f"{SUBJECT_PREFIX}{email.lower()}" if _EMAIL.match(email) else None
+        return f"{SUBJECT_PREFIX}{canonical_identity(email)}" if is_email(email) else None
     if text.startswith("principal://"):
-        # Other subject forms (workforce and workload pools) are compared exactly as written.
-        return text if _PRINCIPAL.match(text) else None
+        # Other subject forms (workforce and workload pools) are compared exactly as written;
+        # goog's only principal:// form is the subject, handled above.
+        host = text[len("principal://") :].partition("/")[0]
+        if not is_principal_uri(text) or canonical_identity(host) == "goog":
+            return None
+        return text if _miscased_prefix(text) is None else None
     if not sep:
         return None
     if kind == "domain":
-        return f"domain:{value.lower()}" if _DOMAIN.match(value) else None
+        return f"domain:{canonical_identity(value)}" if is_domain(value) else None
+    return None
+
+
+def _miscased_prefix(text: str) -> str | None:
+    """The fixed prefix `text` spells in another case, if any."""
+    for prefix in _FIXED_PREFIXES:
+        written = text[: len(prefix)]
+        if written != prefix and canonical_identity(written) == prefix.lower():
+            return prefix
     return None
 
 
@@ -97,22 +167,18 @@ def group_key(email: str) -> str:
     """The match key of a group, from its email with or without a group: prefix."""
     if email.startswith("group:"):
         email = email[len("group:") :]
-    return f"group:{email.lower()}"
-
-
-def is_email(text: str) -> bool:
-    return _EMAIL.match(text) is not None
+    return f"group:{canonical_identity(email)}"
 
 
 def caller_member_key(member: str) -> str:
-    """The caller's own member as a match key: the email part lower-cased, as in the policy."""
+    """The caller's own member as a match key: the email part canonical, as in the policy."""
     kind, sep, value = member.partition(":")
     if sep and kind in ("user", "serviceAccount") and "@" in value:
-        return f"{kind}:{value.lower()}"
+        return f"{kind}:{canonical_identity(value)}"
     if member.startswith(_SA_PRINCIPAL_PREFIX):
-        return f"serviceAccount:{member[len(_SA_PRINCIPAL_PREFIX) :].lower()}"
+        return f"serviceAccount:{canonical_identity(member[len(_SA_PRINCIPAL_PREFIX) :])}"
     if member.startswith(SUBJECT_PREFIX):
-        return member.lower()
+        return SUBJECT_PREFIX + canonical_identity(member[len(SUBJECT_PREFIX) :])
     return member
 
 
@@ -150,7 +216,7 @@ def caller_keys(
     # principal://goog/subject/EMAIL is the caller's email: established when verified, or when
     # the caller's member already is that email (user: and serviceAccount: members).
     own_email = member_key.partition(":")[2] if member_key.startswith(_OWN_EMAIL_KINDS) else None
-    mail = email.lower() if email else None
+    mail = canonical_identity(email) if email else None
     verified_email = mail if mail and (email_verified or mail == own_email) else own_email
     if verified_email:
         ordered[SUBJECT_PREFIX + verified_email] = None
@@ -169,9 +235,10 @@ def caller_keys(
             if reached:
                 ordered.update(dict.fromkeys(reached))
     if hosted_domain:
-        ordered["domain:" + hosted_domain.lower()] = None
+        ordered["domain:" + canonical_identity(hosted_domain)] = None
     if mail:
-        domain_key = "domain:" + mail.rpartition("@")[2]
+        # The domain is an identity of its own: ASCII, it folds even when the local part is not.
+        domain_key = "domain:" + canonical_identity(mail.rpartition("@")[2])
         if email_verified:
             ordered[domain_key] = None
         else:

@@ -12,13 +12,14 @@ from typing import Any
 
 import yaml
 
+# Checked with fullmatch: `$` also matches before a trailing newline.
 # IAM v1 spelling: SERVICE.RESOURCE.VERB, e.g. contactcenterinsights.operations.get.
-_DOTTED = re.compile(r"^[a-z][a-z0-9]*(?:\.[a-zA-Z][a-zA-Z0-9]*){2,}$")
+_DOTTED = re.compile(r"[a-z][a-z0-9]*(?:\.[a-zA-Z][a-zA-Z0-9]*){2,}")
 # IAM v2 (deny rule) spelling: SERVICE.googleapis.com/RESOURCE.VERB.
 _FQDN_SUFFIX = ".googleapis.com"
-_SERVICE = re.compile(r"^[a-z][a-z0-9]*$")
-_REST = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*(?:\.[a-zA-Z][a-zA-Z0-9]*)+$")
-_WORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
+_SERVICE = re.compile(r"[a-z][a-z0-9]*")
+_REST = re.compile(r"[a-zA-Z][a-zA-Z0-9]*(?:\.[a-zA-Z][a-zA-Z0-9]*)+")
+_WORD = re.compile(r"[a-zA-Z][a-zA-Z0-9]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ def parse_permission(text: str, *, allow_patterns: bool) -> ParsedPermission:
         # Google's deny rules have no bare '*'; a group is always scoped to one service.
         return ParsedPermission(problem="a bare '*' is not a permission group", hint=fqdn_hint)
     if "/" not in text:
-        if _DOTTED.match(text):
+        if _DOTTED.fullmatch(text):
             return ParsedPermission(exact=text)
         if "*" in text:
             hint = fqdn_hint if allow_patterns else "custom roles list permissions one by one"
@@ -119,13 +120,13 @@ def parse_permission(text: str, *, allow_patterns: bool) -> ParsedPermission:
         )
     host, _, rest = text.partition("/")
     service = host[: -len(_FQDN_SUFFIX)] if host.endswith(_FQDN_SUFFIX) else ""
-    if not _SERVICE.match(service):
+    if not _SERVICE.fullmatch(service):
         return ParsedPermission(
             problem=f"'{text}' is not a permission",
             hint="the v2 spelling is SERVICE.googleapis.com/RESOURCE.VERB",
         )
     if "*" not in rest:
-        if _REST.match(rest):
+        if _REST.fullmatch(rest):
             return ParsedPermission(exact=f"{service}.{rest}")
         return ParsedPermission(
             problem=f"'{text}' is not a permission",
@@ -139,9 +140,9 @@ def parse_permission(text: str, *, allow_patterns: bool) -> ParsedPermission:
     resource, _, verb = rest.rpartition(".")
     if rest == "*":
         return ParsedPermission(pattern=PermissionPattern(text, service, None, None))
-    if verb == "*" and _WORD.match(resource):
+    if verb == "*" and _WORD.fullmatch(resource):
         return ParsedPermission(pattern=PermissionPattern(text, service, resource, None))
-    if resource == "*" and _WORD.match(verb):
+    if resource == "*" and _WORD.fullmatch(verb):
         return ParsedPermission(pattern=PermissionPattern(text, service, None, verb))
     return ParsedPermission(
         problem=f"'{text}' is not a permission group",
@@ -170,7 +171,7 @@ def _roles_from_data(data: Any) -> dict[str, Role]:
     for name, spec in data["roles"].items():
         permissions = spec.get("includedPermissions") if isinstance(spec, dict) else None
         if not isinstance(permissions, list) or not all(
-            isinstance(p, str) and _DOTTED.match(p) for p in permissions
+            isinstance(p, str) and _DOTTED.fullmatch(p) for p in permissions
         ):
             raise RuntimeError(f"gateway/policy/data/roles.yaml: role {name} is malformed")
         roles[name] = Role(

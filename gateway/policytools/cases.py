@@ -192,6 +192,15 @@ class _CaseReader:
         if not isinstance(value, str) or not value.strip():
             self.add(item.line_of(key), f"'{key}' must be a non-empty string, got {value!r}")
             return None
+        if key != "name" and value != value.strip():
+            # Taken as written, as the gateway takes a token or a name: trimming it here would
+            # test a different question than the one written.
+            self.add(
+                item.line_of(key),
+                f"'{key}' has leading or trailing whitespace: {value!r}",
+                "a YAML block scalar (| or >) keeps its line break; write the value on one line",
+            )
+            return None
         return value.strip()
 
     def groups(self, item: LineMap) -> list[str] | None:

@@ -11,7 +11,13 @@ from pathlib import Path
 from gateway.errors import ConfigError, InvalidArgument, Unimplemented
 from gateway.policy.evaluator import resource_chain
 from gateway.policy.loader import load_policy_text
-from gateway.policy.members import is_email
+from gateway.policy.members import (
+    canonical_identity,
+    escaped,
+    is_domain,
+    is_email,
+    is_principal_uri,
+)
 from gateway.policy.model import AccessRequest, Caller, Policy
 from gateway.policy.roles import normalize_permission, parse_permission, predefined_permissions
 from gateway.profile import ServiceProfile, load_profile
@@ -91,25 +97,28 @@ def caller_for(
     principal: str, groups: Iterable[str] = (), hosted_domain: str | None = None
 ) -> Caller:
     """The caller a verified token for `principal` would make (user: and serviceAccount:
-    emails count as verified), with `groups` as the token's groups claim."""
+    emails count as verified), with `groups` as the token's groups claim and `hosted_domain`
+    as an `hd` its issuer is trusted for. Emails, groups and the domain are taken as the
+    gateway takes them from a token: in canonical form, so a non-ASCII one stays exact."""
     group_emails = frozenset(_group_email(g) for g in groups)
-    hd = hosted_domain.strip().lower() if hosted_domain else None
+    hd = _hosted_domain(hosted_domain) if hosted_domain else None
     if principal == "allUsers":
         if group_emails or hd:
             raise InputError("allUsers (a caller without credentials) has no groups or domain")
         return Caller(member="allUsers", authenticated=False)
     kind, sep, value = principal.partition(":")
     if kind in ("user", "serviceAccount") and sep:
-        if not is_email(value):
-            raise InputError(f"'{principal}' does not name an email", CALLER_FORMS)
+        if not _token_email(value):
+            raise InputError(f"'{escaped(principal)}' does not name an email", CALLER_FORMS)
+        email = canonical_identity(value)
         return Caller(
-            member=principal,
-            email=value,
+            member=f"{kind}:{email}",
+            email=email,
             email_verified=True,
             hosted_domain=hd,
             groups=group_emails,
         )
-    if principal.startswith("principal://") and len(principal) > len("principal://"):
+    if principal.startswith("principal://") and is_principal_uri(principal):
         return Caller(member=principal, hosted_domain=hd, groups=group_emails)
     if not sep and is_email(principal):
         raise InputError(
@@ -120,14 +129,32 @@ def caller_for(
             f"'{principal}' cannot be a caller",
             f"{CALLER_FORMS}; list a caller's groups under groups (--groups)",
         )
-    raise InputError(f"'{principal}' cannot be a caller", CALLER_FORMS)
+    raise InputError(f"'{escaped(principal)}' cannot be a caller", CALLER_FORMS)
 
 
 def _group_email(text: str) -> str:
-    email = text.strip().removeprefix("group:")
-    if not is_email(email):
-        raise InputError(f"'{text}' is not a group email", "write EMAIL or group:EMAIL")
-    return email.lower()
+    email = text.removeprefix("group:")
+    if not _token_email(email):
+        raise InputError(f"'{escaped(text)}' is not a group email", "write EMAIL or group:EMAIL")
+    return canonical_identity(email)
+
+
+def _hosted_domain(text: str) -> str:
+    if not (is_domain(text) or _foreign(text)):
+        raise InputError(f"'{escaped(text)}' is not a domain", "write e.g. acme.example")
+    return canonical_identity(text)
+
+
+def _token_email(text: str) -> bool:
+    """An email a token may carry: an IAM email, or one with non-ASCII characters (which the
+    gateway compares exactly, so it is never a policy member; asking about it is allowed)."""
+    local, _, domain = text.rpartition("@")
+    return is_email(text) or (_foreign(text) and bool(local) and bool(domain))
+
+
+def _foreign(text: str) -> bool:
+    """Non-ASCII, one word, printable: exactly compared, never folded."""
+    return not text.isascii() and text.isprintable() and text.split() == [text]
 
 
 def known_permissions(policy: Policy, profile: ServiceProfile) -> frozenset[str]:

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 args.policy,
                 profile,
                 principal=args.principal,
-                groups=[g for g in args.groups.split(",") if g.strip()],
+                # A comma-separated list: the blanks around its items are the list's syntax.
+                groups=[g.strip() for g in args.groups.split(",") if g.strip()],
                 hosted_domain=args.hd,
                 method=args.method,
                 permission=args.permission,

@@ -218,6 +218,8 @@ CASES: list[Case] = [
     ),
     ("empty-email", lambda w: bearer(w.token(email="")), INVALID),
     ("unverified-email", lambda w: bearer(w.token(email_verified=False)), INVALID),
+    ("email-verified-absent", lambda w: bearer(w.token(email_verified=None)), INVALID),
+    ("email-verified-string", lambda w: bearer(w.token(email_verified="true")), INVALID),
     ("truncated", lambda w: bearer(w.token()[:-20]), INVALID),
     ("two-segments", lambda w: bearer(".".join(w.token().split(".")[:2])), INVALID),
     ("garbage-dots", lambda w: bearer("abc.def.ghi"), INVALID),
@@ -367,6 +369,28 @@ def test_an_internationalised_email_reaches_the_upstream_percent_encoded(world: 
     world.get(bearer(world.token(email="zoë@acme.example", jti="idn")))
     received = dict(world.upstream.calls()[-1].metadata)
     assert received["x-opsgate-principal"] == "user:zo%C3%AB@acme.example"
+
+
+def test_the_upstream_gets_the_canonical_email_and_a_look_alike_exactly(
+    world: AuthnWorld,
+) -> None:
+    world.get(bearer(world.token(email="Carol@ACME.example", jti="case")))
+    assert dict(world.upstream.calls()[-1].metadata)["x-opsgate-principal"] == (
+        "user:carol@acme.example"
+    )
+    # The Kelvin sign would lower-case to 'k'; kept exact, it is nobody's ASCII member.
+    world.get(bearer(world.token(email="\u212aim@acme.example", jti="kelvin")))
+    assert dict(world.upstream.calls()[-1].metadata)["x-opsgate-principal"] == (
+        "user:%E2%84%AAim@acme.example"
+    )
+
+
+def test_an_issuer_vouching_for_its_emails_needs_no_email_verified(
+    loop: LoopThread, tmp_path: Path
+) -> None:
+    with authn_world(loop, tmp_path, emails_verified=True) as world:
+        assert _outcome(world, bearer(world.token(email_verified=None)))[0] == OK
+        assert _outcome(world, bearer(world.token(email_verified=False)))[0] == INVALID
 
 
 def test_crlf_in_an_email_cannot_forge_a_second_header(world: AuthnWorld) -> None:

@@ -274,6 +274,7 @@ GOOGLE_CASES: list[GoogleCase] = [
         None,
     ),
     ("email-unverified", lambda w: w.token(email_verified=False), INVALID, None),
+    ("email-verified-absent", lambda w: w.token(email_verified=None), INVALID, None),
     (
         "signed-by-another-key",
         lambda w: w.token(rsa_key(kid="google-rsa-1", fresh=True)),
@@ -459,7 +460,7 @@ def introspection_idp(idp: LocalIdp, active: dict[str, dict[str, Any]]) -> None:
         token = request.form.get("token", [""])[0]
         if token not in active:
             return 200, {"active": False}
-        return 200, {
+        answer = {
             "active": True,
             "sub": "u1",
             "email": "dana@acme.example",
@@ -468,14 +469,17 @@ def introspection_idp(idp: LocalIdp, active: dict[str, dict[str, Any]]) -> None:
             "exp": now() + 300,
             **active[token],
         }
+        return 200, {key: value for key, value in answer.items() if value is not None}
 
     idp.route(INTROSPECT, introspect)
 
 
-def opaque_authentication(idp: LocalIdp, **introspection: Any) -> dict[str, Any]:
+def opaque_authentication(
+    idp: LocalIdp, issuer_options: dict[str, Any] | None = None, **introspection: Any
+) -> dict[str, Any]:
     fields = {"endpoint": idp.url(INTROSPECT), "client_id": "gw", **introspection}
     issuer = {"issuer": OPAQUE_ISSUER, "audiences": ["x"], "introspection": fields}
-    return {"issuers": [issuer]}
+    return {"issuers": [{**issuer, **(issuer_options or {})}]}
 
 
 def basic_credentials(request: Request) -> str:
@@ -485,7 +489,12 @@ def basic_credentials(request: Request) -> str:
 
 
 @contextmanager
-def opaque_world(loop: LoopThread, tmp: Path, **introspection: Any) -> Iterator[OpaqueWorld]:
+def opaque_world(
+    loop: LoopThread,
+    tmp: Path,
+    issuer_options: dict[str, Any] | None = None,
+    **introspection: Any,
+) -> Iterator[OpaqueWorld]:
     """An introspection-only issuer whose client secret is in a file."""
     secret_file = tmp / "introspection-secret"
     secret_file.write_text(OPAQUE_SECRET + "\n")
@@ -493,7 +502,7 @@ def opaque_world(loop: LoopThread, tmp: Path, **introspection: Any) -> Iterator[
     with local_idp() as idp:
         introspection_idp(idp, active)
         authentication = opaque_authentication(
-            idp, client_secret_file=str(secret_file), **introspection
+            idp, issuer_options, client_secret_file=str(secret_file), **introspection
         )
         with running_stack(loop, tmp / "opsgate.yaml", idp, authentication) as stack:
             yield OpaqueWorld(stack, OPAQUE_SECRET, active)
@@ -518,6 +527,8 @@ OPAQUE_CASES: list[OpaqueCase] = [
     ("scope-lacks-cloud-platform", lambda w: w.new_token(scope="openid"), SCOPE, None),
     ("active-but-past-exp", lambda w: w.new_token(exp=now() - 60), EXPIRED, None),
     ("email-unverified", lambda w: w.new_token(email_verified=False), INVALID, None),
+    # RFC 7662 answers rarely say; an issuer that does not vouch for its emails is refused.
+    ("email-verified-absent", lambda w: w.new_token(email_verified=None), INVALID, None),
     ("no-email", lambda w: w.new_token(email=None), INVALID, None),
 ]
 
@@ -586,6 +597,18 @@ class TestIntrospection:
             time.sleep(0.7)
             check(call(world.stack, token), INVALID, None)
             assert world.stack.idp.hit_count(INTROSPECT) == 2
+
+    def test_an_issuer_vouching_for_its_emails_needs_no_email_verified(
+        self, loop: LoopThread, tmp_path: Path, call: Caller
+    ) -> None:
+        call.watch(OPAQUE_SECRET)
+        with opaque_world(loop, tmp_path, {"emails_verified": True}) as world:
+            check(
+                call(world.stack, world.new_token(email_verified=None)),
+                OK,
+                "user:dana@acme.example",
+            )
+            check(call(world.stack, world.new_token(email_verified=False)), INVALID, None)
 
     def test_client_secret_from_environment(
         self, loop: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: Caller
@@ -681,6 +704,7 @@ ACCESS_CASES: list[AccessCase] = [
     ("scope-lacks-cloud-platform", lambda w: w.new_token(scope="openid email"), SCOPE, None, 1),
     ("past-exp", lambda w: w.new_token(exp=str(now() - 60)), EXPIRED, None, 1),
     ("email-unverified", lambda w: w.new_token(email_verified="false"), INVALID, None, 1),
+    ("email-verified-absent", lambda w: w.new_token(email_verified=None), INVALID, None, 1),
     ("not-ya29-and-no-introspection", lambda w: "2YotnFZFEjr1zCsicMWpAA", UNSUPPORTED, None, 0),
 ]
 

@@ -50,11 +50,24 @@ BAD_MEMBERS = [
     "principalSet://goog/cloudIdentityCustomerId/C1",
     "deleted:user:x",
     "deleted:user:a@acme.example?uid=",
+    "deleted:user:a@acme.example?uid=1x",
     "",
+    # Matched whole: `$` would accept a trailing line break (a YAML block scalar keeps one).
+    "user:a@acme.example\n",
+    "domain:acme.example\n",
+    "principal://idp.acme.example/subject/a\n",
+    "principal://idp.acme.example/subject/a\u200bb",
+    # ASCII only, and Google's fixed prefixes in their own case.
+    "user:\u212aim@acme.example",
+    "domain:acme.exampl\u0435",
+    "principal://GOOG/subject/a@acme.example",
+    "principalSet://goog/Group/a@acme.example",
 ]
 
 
-@pytest.mark.parametrize("text", BAD_MEMBERS, ids=[t or "empty" for t in BAD_MEMBERS])
+@pytest.mark.parametrize(
+    "text", BAD_MEMBERS, ids=[t.encode("unicode_escape").decode() or "empty" for t in BAD_MEMBERS]
+)
 def test_malformed_members(text: str) -> None:
     parsed = parse_member(text)
     assert parsed.member is None and parsed.problem
@@ -138,10 +151,16 @@ BAD_PERMISSIONS = [
     "example.com/operations.get",
     "contactcenterinsights.googleapis.com/op*",
     "Contactcenterinsights.operations.get",
+    "contactcenterinsights.operations.get\n",
+    "contactcenterinsights.googleapis.com/operations.get\n",
     "",
 ]
 
 
-@pytest.mark.parametrize("text", BAD_PERMISSIONS, ids=[t or "empty" for t in BAD_PERMISSIONS])
+@pytest.mark.parametrize(
+    "text",
+    BAD_PERMISSIONS,
+    ids=[t.encode("unicode_escape").decode() or "empty" for t in BAD_PERMISSIONS],
+)
 def test_malformed_permissions(text: str) -> None:
     assert parse_permission(text, allow_patterns=True).problem
