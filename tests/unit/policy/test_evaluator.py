@@ -45,7 +45,7 @@ allow:
         condition: {title: from 2027, expression: 'request.time >= timestamp("2027-01-01T00:00:00Z")'}
       - role: roles/contactcenterinsights.admin
         members: [user:broken@acme.example]
-        condition: {title: broken, expression: '{"a": 1}[resource.name] == 1'}
+        condition: {title: broken, expression: 'request.time + duration("315576000000s") > request.time'}
       - role: roles/contactcenterinsights.viewer
         members: [user:both@acme.example]
         condition: {title: until 2027, expression: 'request.time < timestamp("2027-01-01T00:00:00Z")'}
@@ -112,7 +112,7 @@ deny:
         denialCondition: {title: before 2020, expression: 'request.time < timestamp("2020-01-01T00:00:00Z")'}
       - deniedPrincipals: [user:night@acme.example]
         deniedPermissions: [contactcenterinsights.operations.cancel]
-        denialCondition: {title: broken, expression: '{"a": 1}[resource.name] == 1'}
+        denialCondition: {title: broken, expression: 'request.time + duration("315576000000s") > request.time'}
   - resource: projects/acme/locations/eu/authorizedViewSets/vs1
     rules:
       - deniedPrincipals: [principal://iam.googleapis.com/projects/-/serviceAccounts/bot@acme.iam.gserviceaccount.com]
@@ -234,13 +234,13 @@ CASES = [
     Case("deny on a parent does not reach another project", user("alice@acme.example"), LIST, PUBLIC_OP, ALLOW),
     Case("deny condition true", user("night@acme.example"), GET, OP, DENY, kind="deny_rule", time_dependent=True),
     Case("deny condition false", user("night@acme.example"), LIST, OP, ALLOW, "user:night@acme.example", time_dependent=True),
-    Case("deny condition error fails closed", user("night@acme.example"), CANCEL, OP, DENY, kind="deny_rule", outcome="denied: condition could not be evaluated"),
+    Case("deny condition error fails closed", user("night@acme.example"), CANCEL, OP, DENY, kind="deny_rule", outcome="denied: condition could not be evaluated", time_dependent=True),
     Case("deny names a claimed, unverified email", Caller("principal://idp/m", email="mallory@acme.example"), GET, PUBLIC_OP, DENY, kind="deny_rule"),
     Case("deny names the unverified email's domain", Caller("principal://idp/m", email="m@evil.example"), GET, PUBLIC_OP, DENY, kind="deny_rule"),
     # Conditions on bindings.
     Case("allow condition true", user("temp@acme.example"), CANCEL, OP, ALLOW, "user:temp@acme.example", time_dependent=True),
     Case("allow condition false", user("late@acme.example"), CANCEL, OP, DENY, "user:late@acme.example", outcome="condition false", time_dependent=True),
-    Case("allow condition error does not grant", user("broken@acme.example"), CANCEL, OP, DENY, "user:broken@acme.example", outcome="condition error"),
+    Case("allow condition error does not grant", user("broken@acme.example"), CANCEL, OP, DENY, "user:broken@acme.example", outcome="condition error", time_dependent=True),
     Case("unconditional grant is found before a conditional one", user("both@acme.example"), GET, OP, ALLOW, time_dependent=False),
     Case("resource condition true", user("scoped@acme.example"), GET, OP, ALLOW, "user:scoped@acme.example"),
     Case("resource condition false", user("scoped@acme.example"), AGET, V1_OP, DENY, outcome="condition false"),

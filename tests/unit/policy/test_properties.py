@@ -41,7 +41,7 @@ CONDITIONS = (
     'request.time < timestamp("2030-01-01T00:00:00Z")',  # true at NOW
     'request.time > timestamp("2030-01-01T00:00:00Z")',  # false at NOW
     'resource.name.startsWith("projects/p/locations/l/")',
-    '{"a": 1}[resource.name] == 1',  # fails to evaluate
+    'request.time + duration("315576000000s") > request.time',  # fails to evaluate (overflow)
 )
 CALLERS = (
     Caller(
