@@ -17,6 +17,8 @@ from typing import IO, Any
 
 from google.rpc import code_pb2
 
+from gateway.policy.members import canonical_identity
+
 _DENIAL_CODES = frozenset({code_pb2.PERMISSION_DENIED, code_pb2.UNAUTHENTICATED})
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -88,8 +90,9 @@ class RecordFilter:
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         payload = _get(record, "protoPayload")
-        if self.principal is not None and self.principal.casefold() not in {
-            value.casefold() for value in _principals(payload) if isinstance(value, str)
+        # The form identities are compared in everywhere: a Kelvin-sign K is not a k.
+        if self.principal is not None and canonical_identity(self.principal) not in {
+            canonical_identity(value) for value in _principals(payload) if isinstance(value, str)
         }:
             return False
         if self.resource_prefix is not None:

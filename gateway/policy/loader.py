@@ -38,7 +38,7 @@ from gateway.policy.roles import (
     to_fqdn_spelling,
 )
 from gateway.resource_names import name_problem
-from gateway.sourcefile import LineMap, load_text
+from gateway.sourcefile import LineMap, load_text, refuse_stray_byte_order_mark
 
 TOP_KEYS = ("allow", "deny", "roles", "groups", "etag", "description")
 # etag, version and auditConfigs come with `gcloud ... get-iam-policy` output: accepted, unused.
@@ -179,6 +179,7 @@ def parse_policy_text(text: str, source: str) -> Any:
     """YAML or JSON into LineMaps. JSON gets a reader of its own: on a 100,000-binding file the
     YAML reader (libyaml, plus Python to build LineMaps) takes about 2 s, this one about 0.6 s."""
     if text.lstrip().startswith("{"):
+        refuse_stray_byte_order_mark(text, source)  # the same rule as the YAML reader's
         try:
             return _JsonReader(text, source).read()
         except JSONDecodeError as exc:

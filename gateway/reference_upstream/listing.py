@@ -13,7 +13,7 @@ from gateway.reference_upstream.errors import InvalidArgument
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
-_DONE_FILTER = re.compile(r"\s*done\s*=\s*(true|false)\s*", re.IGNORECASE)
+_DONE_FILTER = re.compile(r"\s*done\s*=\s*(true|false)\s*", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

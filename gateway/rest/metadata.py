@@ -53,7 +53,8 @@ def invocation_metadata(
     encoding has them) and decoded to bytes, or dropped if they are not base64.
     """
     smuggled = gateway_headers.smuggled
-    pairs = [(key.lower(), value) for key, value in headers]
+    # ASCII case only: Unicode lower-casing would turn a Kelvin-sign K into a valid key's k.
+    pairs = [(key.lower() if key.isascii() else key, value) for key, value in headers]
     dropped = _DROPPED | {
         token.strip().lower()
         for key, value in pairs

@@ -130,12 +130,13 @@ ALL = [ALICE, BOB_DENIED, ANONYMOUS, SERVICE_LIST, NOT_FOUND]
         (RecordFilter(since=NOW - timedelta(hours=1)), ["alice-get", "svc-list", "not-found"]),
         (RecordFilter(since=NOW - timedelta(days=1), denied=True), ["bob-denied"]),
         (RecordFilter(principal="alice@acme.example", method="GetOperation", denied=True), []),
+        (RecordFilter(principal="principal://idp.acme.example/\u017fubject/svc-7"), []),
     ],
     ids=[
         "everything", "email", "email-any-case", "member", "subject", "non-email-subject",
         "no-partial-principal", "resource-prefix", "resource-exact", "method-short",
         "method-full", "method-grpc-path", "method-no-partial", "denied", "since",
-        "since-and-denied", "all-must-match",
+        "since-and-denied", "all-must-match", "long-s-is-not-s",
     ],
 )  # fmt: skip
 def test_filters(selector: RecordFilter, expected: list[str]) -> None:

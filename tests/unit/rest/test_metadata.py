@@ -44,6 +44,7 @@ def test_headers_become_lower_cased_metadata_in_order() -> None:
         "grpc-status-details-bin",
         "Bad Key",
         "ümlaut",
+        "x-\u212aept",  # a Kelvin sign lower-cases to k: not a spelling of x-kept
     ],
 )
 def test_hop_by_hop_transport_and_invalid_headers_are_dropped(header: str) -> None:
