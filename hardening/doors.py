@@ -113,10 +113,10 @@ class GrpcDoor:
             method_path(short), request_body(short, name), metadata + list(extra or ()), **kw
         )
 
-    def healthy(self, service: str = "") -> bool:
+    def healthy(self, service: str = "", timeout: float = 5) -> bool:
         stub = health_pb2_grpc.HealthStub(self.channel)
         try:
-            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
             return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)

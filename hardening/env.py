@@ -122,6 +122,7 @@ def gateway_config(
     policy: Path,
     audit_file: Path,
     issuer: dict[str, Any] | None = None,
+    more_issuers: list[dict[str, Any]] | None = None,
     authentication: dict[str, Any] | None = None,
     authorization: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
@@ -130,7 +131,8 @@ def gateway_config(
     name: str = "opsgate.yaml",
     rest: bool = True,
 ) -> Path:
-    """An `opsgate serve` config: this world's issuer (JWKS over HTTP), a policy, a file audit."""
+    """An `opsgate serve` config: this world's issuer (JWKS over HTTP), a policy, a file audit;
+    `more_issuers` are complete entries for other issuers."""
     issuer_entry: dict[str, Any] = {
         "issuer": ISSUER,
         "audiences": [AUDIENCE],
@@ -143,7 +145,10 @@ def gateway_config(
     config: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "upstream": {"target": upstream},
-        "authentication": {"issuers": [issuer_entry], **(authentication or {})},
+        "authentication": {
+            "issuers": [issuer_entry, *(more_issuers or ())],
+            **(authentication or {}),
+        },
         "authorization": {"policy_file": str(policy), **(authorization or {})},
         "audit": {
             "sink": "file",

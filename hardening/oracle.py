@@ -75,17 +75,28 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def caller_of(claims: Mapping[str, Any]) -> Caller:
-    """The policy Caller a verified token with these claims stands for (README: Authentication)."""
-    email = str(claims["email"])
-    kind = "serviceAccount" if email.lower().endswith(SERVICE_ACCOUNT_SUFFIX) else "user"
+def canonical(text: str) -> str:
+    """README, Identities: emails, groups and domains compare with ASCII letters folded to
+    lower case and nothing else folded (a value with any non-ASCII character is kept exact)."""
+    return text.lower() if text.isascii() else text
+
+
+def caller_of(claims: Mapping[str, Any], *, trust_hd: bool = False) -> Caller:
+    """The policy Caller a verified token with these claims stands for (README: Authentication).
+
+    `hd` counts only from an issuer trusted for it (Google's, or `trust_hosted_domain: true`;
+    the suite's own issuer is neither); an absent `email_verified` is not verified.
+    """
+    email = canonical(str(claims["email"]))
+    kind = "serviceAccount" if email.endswith(SERVICE_ACCOUNT_SUFFIX) else "user"
     groups = claims.get("groups") or ()
+    hd = claims.get("hd") if trust_hd else None
     return Caller(
         member=f"{kind}:{email}",
         email=email,
         email_verified=claims.get("email_verified", False) is True,
-        hosted_domain=claims.get("hd"),
-        groups=frozenset(g[len("group:") :] if g.startswith("group:") else g for g in groups),
+        hosted_domain=canonical(hd) if isinstance(hd, str) else None,
+        groups=frozenset(canonical(g.removeprefix("group:")) for g in groups),
     )
 
 

@@ -63,6 +63,14 @@ def markdown(r: dict[str, Any]) -> str:
     add(_row("gateway still serving after every run", t["still_serving"]))
     add(_row("soak calls / errors", f"{t['soak_calls']} / {t['soak_errors']}"))
     add(_row("soak memory levels off", t["soak_rss_bounded"]))
+    if r.get("issue15"):
+        violated = ", ".join(str(n) for n in t["issue15_classes_violated"]) or "none"
+        add(
+            _row(
+                "**issue 15 classes: cases / violations (classes violated)**",
+                f"**{t['issue15_cases']} / {t['issue15_violations']} ({violated})**",
+            )
+        )
     add(
         _row(
             "known gateway bugs still reproducing", ", ".join(t["known_bugs_reproduced"]) or "none"
@@ -80,6 +88,7 @@ def markdown(r: dict[str, Any]) -> str:
     )
     add("")
     _attacks(r, add)
+    _issue15(r, add)
     _faults(r, add)
     _soak(r, add)
     _bugs(r, add)
@@ -131,6 +140,62 @@ def _attacks(r: dict[str, Any], add: Any) -> None:
             add(f"- {run['attack']}/{run['door']}: {run['note']}")
     for check in attacks["end_checks"][:5]:
         add(f"- end check: `{check['kind']}` {check['detail']}")
+    add("")
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    shown = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        shown.append(f"{key}: {value}")
+    return "; ".join(shown)
+
+
+def _issue15(r: dict[str, Any], add: Any) -> None:
+    part = r.get("issue15")
+    if not part:
+        return
+    add("## Issue 15 classes")
+    add("")
+    add(
+        "Each class of issue 15, generated from the run's seed: policy files and conditions judged "
+        "in process by the gateway's loader, `opsgate policy check --strict`, the evaluator, RE2 "
+        "(the `re2` module) and CEL's rules; calls made through one `opsgate serve` process "
+        f"({part['calls']} calls, {part['gateway_restarts']} restarts after a stall, exit code "
+        f"{part['gateway_exit_code']}), its upstream recording every call's metadata, its "
+        "audit file read back."
+    )
+    add("")
+    add(_row("#", "class", "generated", "cases", "calls", "violations", "figures", "s"))
+    add(_row("---:", "---", "---", "---:", "---:", "---", "---", "---:"))
+    for c in part["classes"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in c["violation_kinds"].items())
+        violations = f"**{c['violations']}** ({kinds})" if c["violations"] else "none"
+        add(
+            _row(
+                c["class"],
+                c["title"],
+                c["generated"],
+                c["cases"],
+                c["calls"],
+                violations,
+                _figures(c["figures"]),
+                c["seconds"],
+            )
+        )
+    add("")
+    for c in part["classes"]:
+        for example in c["violation_examples"][:3]:
+            add(
+                f"- class {c['class']} ({example['door']}): `{example['kind']}` {example['detail']}"
+            )
+        for error in c["generator_errors"][:2]:
+            add(f"- class {c['class']}: a control the gateway refused (suite or gateway?): {error}")
+        for note in c["notes"][:2]:
+            add(f"- class {c['class']}: {note}")
+    for crash in part.get("unhandled_exceptions", [])[:3]:
+        add(f"- unhandled: {crash}")
     add("")
 
 
@@ -339,6 +404,15 @@ def _method(r: dict[str, Any], add: Any) -> None:
         "1500/1500/500/2500 cases per door, 400 raw HTTP/2 cases, bodies up to past the 4 MiB "
         "message limit, faults held 1.5x, a 5-minute soak at 200 calls/s, 60 s of atheris."
     )
+    if "issue15_policy_cases" in plan:
+        add("")
+        add(
+            f"Issue 15's classes: {plan['issue15_policy_cases']} policy files per in-process "
+            f"class (twice as many names for (?i) folding), {plan['issue15_call_cases']} calls "
+            f"per call class, {plan['issue15_deadline_calls']} short-deadline calls, "
+            f"{plan['issue15_regex_calls']} adversarial-name calls (stopping after "
+            f"{plan['issue15_stall_limit']} stalls). Full mode: 600, 200, 400 and 80 (6 stalls)."
+        )
     add("")
     add(
         "- **Oracle.** `policies/example.yaml` and the built-in profile, decided by "
@@ -359,6 +433,19 @@ def _method(r: dict[str, Any], add: Any) -> None:
         "broken framing, gzip). Every call that reached the upstream must be allowed by the "
         "oracle for the token's caller and carry that caller's identity; every OK must be "
         "allowed; on the gRPC door the exact status must be the oracle's."
+    )
+    add(
+        "- **Issue 15 classes**: (1) matches() with catastrophic-backtracking patterns in "
+        "bindings and deny rules, adversarial names up to 1,024 bytes with a health check and a "
+        "known-good call in flight (each within 0.5 s, the decision RE2's), (?i) folding "
+        "against RE2, RE2-refused syntax refused at load and by --strict; (2) conditions outside "
+        "the native subset refused, size() counting code points; (3) members and other "
+        "validated strings one whitespace or line-break off refused with file:line; (4) "
+        "look-alike emails, groups and domains never granted, ASCII case variants still "
+        "denied; (5) unverified emails and untrusted hd never granted; (6) no caller-sent "
+        "variant of x-opsgate-principal or x-request-id reaching the upstream; (7) BOMs "
+        "anywhere but once at the start refused; (8) every record of a call whose deadline "
+        "expired saying DEADLINE_EXCEEDED."
     )
     add(
         "- **Faults**: see the table; each is judged call by call (phase at the start and end of "

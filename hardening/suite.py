@@ -1,4 +1,5 @@
-"""Runs everything in order and gathers one result: attacks, known bugs, faults, soak, atheris.
+"""Runs everything in order and gathers one result: attacks, issue 15's classes, known bugs,
+faults, soak, atheris.
 
 Short mode is sized for CI (well under two minutes on two cores); full mode runs more cases,
 longer faults and a five-minute soak (about ten minutes in all).
@@ -21,6 +22,7 @@ from hardening import fuzz
 from hardening.bugs import run_known_bugs
 from hardening.env import REPO, LoopThread, Workdir
 from hardening.faults import run_faults
+from hardening.issue15 import run_issue15
 from hardening.ledger import capturing_logs, reconcile, token_leaks
 from hardening.oracle import Oracle, self_check, table_cases
 from hardening.soak import run_soak
@@ -42,6 +44,13 @@ class Plan:
     soak_seconds: float
     soak_rate: float
     atheris_seconds: int
+    # Issue 15's classes: policy files (and names) per in-process class, calls per call class,
+    # concurrent short-deadline calls, adversarial-name calls, and stalls before giving up.
+    issue15_policy_cases: int = 60
+    issue15_call_cases: int = 24
+    issue15_deadline_calls: int = 80
+    issue15_regex_calls: int = 16
+    issue15_stall_limit: int = 2
 
     @staticmethod
     def short() -> Plan:
@@ -49,7 +58,14 @@ class Plan:
 
     @staticmethod
     def full() -> Plan:
-        return Plan("full", 1500, 1500, 500, 2500, 400, 5 * 1024 * 1024, 1.5, 300, 200, 60)
+        return Plan(
+            "full", 1500, 1500, 500, 2500, 400, 5 * 1024 * 1024, 1.5, 300, 200, 60,
+            issue15_policy_cases=600,
+            issue15_call_cases=200,
+            issue15_deadline_calls=400,
+            issue15_regex_calls=80,
+            issue15_stall_limit=6,
+        )  # fmt: skip
 
 
 @dataclass
@@ -57,6 +73,7 @@ class Parts:
     """Which parts to run (tests run some alone)."""
 
     attacks: bool = True
+    issue15: bool = True
     known_bugs: bool = True
     faults: bool = True
     soak: bool = True
@@ -84,6 +101,17 @@ def run_suite(plan: Plan, seed: int, parts: Parts | None = None) -> dict[str, An
             workdir = Workdir(Path(scratch))
             if parts.attacks:
                 results["attacks"] = _attacks(plan, seed, workdir.sub("attacks"), loop)
+            if parts.issue15:
+                results["issue15"] = run_issue15(
+                    workdir.sub("issue15"),
+                    loop,
+                    seed,
+                    policy_cases=plan.issue15_policy_cases,
+                    call_cases=plan.issue15_call_cases,
+                    deadline_calls=plan.issue15_deadline_calls,
+                    regex_calls=plan.issue15_regex_calls,
+                    stall_limit=plan.issue15_stall_limit,
+                )
             if parts.known_bugs:
                 step = time.monotonic()
                 results["known_bugs"] = run_known_bugs(workdir.sub("bugs"), loop)
@@ -220,6 +248,7 @@ def totals(results: dict[str, Any]) -> dict[str, Any]:
     faults = results.get("faults") or {}
     soak = results.get("soak") or {}
     atheris = results.get("atheris") or {}
+    issue15 = results.get("issue15") or {}
     runs = attacks.get("runs", [])
     fault_results = faults.get("results", [])
     judged = runs + fault_results
@@ -238,6 +267,7 @@ def totals(results: dict[str, Any]) -> dict[str, Any]:
     other += soak.get("errors", 0)
     audits = [a for a in (attacks.get("audit"), faults.get("audit"), soak.get("audit")) if a]
     unhandled = attacks.get("unhandled_count", 0) + faults.get("unhandled_count", 0)
+    unhandled += len(issue15.get("unhandled_exceptions", []))
     unhandled += len(soak.get("unhandled_exceptions", []))
     fuzz_cases = sum(r["cases"] for r in runs)
     return {
@@ -246,7 +276,8 @@ def totals(results: dict[str, Any]) -> dict[str, Any]:
         "atheris_runs": atheris.get("runs", 0),
         "calls_made": attacks.get("calls", 0)
         + sum(f["calls"] for f in fault_results)
-        + soak.get("calls", 0),
+        + soak.get("calls", 0)
+        + issue15.get("calls", 0),
         "faults_injected": len(fault_results),
         "faults_survived": sum(1 for f in fault_results if f["survived"]),
         "records_written": sum(a["records"] for a in audits),
@@ -269,6 +300,12 @@ def totals(results: dict[str, Any]) -> dict[str, Any]:
         ],
         "oracle_disagreements": len(results.get("oracle", {}).get("disagreements", [])),
         "atheris_crashed": atheris.get("crashed", False),
+        "issue15_cases": sum(c["cases"] for c in issue15.get("classes", [])),
+        "issue15_violations": issue15.get("violations", 0),
+        "issue15_classes_violated": [
+            c["class"] for c in issue15.get("classes", []) if c["violations"]
+        ],
+        "issue15_generator_errors": issue15.get("generator_errors", 0),
     }
 
 
@@ -288,4 +325,6 @@ def passed(results: dict[str, Any]) -> bool:
         and t["soak_rss_bounded"]
         and t["oracle_disagreements"] == 0
         and not t["atheris_crashed"]
+        and t["issue15_violations"] == 0
+        and t["issue15_generator_errors"] == 0
     )
