@@ -42,17 +42,20 @@ def cel_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def condition_policy(rules: list[tuple[str, str, str]]) -> str:
-    """A policy where alice views each projects/PROJECT, and for each (project, where,
-    expression) the condition sits on that binding or on a deny rule for everyone's get."""
+def condition_entries(
+    rules: list[tuple[str, str, str, str]],
+) -> dict[str, list[dict[str, Any]]]:
+    """allow/deny entries where alice views each projects/PROJECT, and for each (project,
+    where, title, expression) the condition sits on that binding or on a deny rule for
+    everyone's get."""
     allow: list[dict[str, Any]] = []
     deny: list[dict[str, Any]] = []
-    for project, where, expression in rules:
+    for project, where, title, expression in rules:
         binding: dict[str, Any] = {
             "role": "roles/contactcenterinsights.viewer",
             "members": ["user:alice@acme.example"],
         }
-        condition = {"title": f"generated for {project}", "expression": expression}
+        condition = {"title": title, "expression": expression}
         if where == "binding":
             binding["condition"] = condition
         else:
@@ -63,7 +66,21 @@ def condition_policy(rules: list[tuple[str, str, str]]) -> str:
             }
             deny.append({"resource": f"projects/{project}", "rules": [rule]})
         allow.append({"resource": f"projects/{project}", "bindings": [binding]})
-    data: dict[str, Any] = {"allow": allow, **({"deny": deny} if deny else {})}
+    return {"allow": allow, "deny": deny}
+
+
+def condition_policy(rules: list[tuple[str, str, str]]) -> str:
+    """condition_entries as a YAML policy file, each condition titled after its project."""
+    entries = condition_entries(
+        [
+            (project, where, f"generated for {project}", expression)
+            for project, where, expression in rules
+        ]
+    )
+    data: dict[str, Any] = {
+        "allow": entries["allow"],
+        **({"deny": entries["deny"]} if entries["deny"] else {}),
+    }
     return str(yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=4096))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from hardening.condition_attacks import cel_string, re2_search
+from hardening.condition_attacks import cel_string, condition_entries, re2_search
 from hardening.doors import Answer
 from hardening.oracle import MAX_NAME_BYTES
 from hardening.policy_attacks import ClassResult
@@ -69,22 +69,17 @@ def baits(rng: random.Random, count: int) -> list[Bait]:
 def bait_policy(found: list[Bait]) -> dict[str, list[dict[str, Any]]]:
     """allow/deny entries for process_policy: alice views each rxN, under the pattern (a
     binding) or unless it matches (a deny rule for everyone)."""
-    allow, deny = [], []
-    for bait in found:
-        expression = f"resource.name.matches({cel_string(bait.pattern)})"
-        condition = {"title": f"{bait.family} ({bait.project})", "expression": expression}
-        binding: dict[str, Any] = {"role": VIEWER, "members": ["user:alice@acme.example"]}
-        if bait.where == "binding":
-            binding["condition"] = condition
-        else:
-            rule = {
-                "deniedPrincipals": ["principalSet://goog/public:all"],
-                "deniedPermissions": [GET],
-                "denialCondition": condition,
-            }
-            deny.append({"resource": f"projects/{bait.project}", "rules": [rule]})
-        allow.append({"resource": f"projects/{bait.project}", "bindings": [binding]})
-    return {"allow": allow, "deny": deny}
+    return condition_entries(
+        [
+            (
+                bait.project,
+                bait.where,
+                f"{bait.family} ({bait.project})",
+                f"resource.name.matches({cel_string(bait.pattern)})",
+            )
+            for bait in found
+        ]
+    )
 
 
 def _tag(serial: int) -> str:

@@ -9,18 +9,20 @@ import cel
 
 from gateway.policy.conditions import ConditionContext, _time_zone
 
-# Timestamp accessors with CEL's numbering; the library has only the UTC forms built in.
+# Timestamp accessors with CEL's numbering (getMonth, getDayOfMonth and getDayOfYear count from
+# 0, getDate from 1, getDayOfWeek is 0 on Sunday), written from strftime rather than shared with
+# the gateway's, so that the oracle stays independent. The library has only the UTC forms.
 _ACCESSORS: dict[str, Callable[[datetime], int]] = {
-    "getFullYear": lambda t: t.year,
-    "getMonth": lambda t: t.month - 1,
-    "getDate": lambda t: t.day,
-    "getDayOfMonth": lambda t: t.day - 1,
-    "getDayOfWeek": lambda t: t.isoweekday() % 7,
-    "getDayOfYear": lambda t: t.timetuple().tm_yday - 1,
-    "getHours": lambda t: t.hour,
-    "getMinutes": lambda t: t.minute,
-    "getSeconds": lambda t: t.second,
-    "getMilliseconds": lambda t: t.microsecond // 1000,
+    "getFullYear": lambda t: int(t.strftime("%Y")),
+    "getMonth": lambda t: int(t.strftime("%m")) - 1,
+    "getDate": lambda t: int(t.strftime("%d")),
+    "getDayOfMonth": lambda t: int(t.strftime("%d")) - 1,
+    "getDayOfWeek": lambda t: int(t.strftime("%w")),
+    "getDayOfYear": lambda t: int(t.strftime("%j")) - 1,
+    "getHours": lambda t: int(t.strftime("%H")),
+    "getMinutes": lambda t: int(t.strftime("%M")),
+    "getSeconds": lambda t: int(t.strftime("%S")),
+    "getMilliseconds": lambda t: int(t.strftime("%f")) // 1000,
 }
 
 

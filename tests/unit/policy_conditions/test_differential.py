@@ -92,14 +92,15 @@ def matches_atom(pattern: str) -> Atom:
 
 
 def _extract_model(name: str, prefix: str, suffix: str) -> str:
-    start = name.find(prefix)
-    if start < 0:
+    """IAM's extract(), written apart from the gateway's: after the first prefix, up to the
+    next suffix (or the end when there is none); "" when either is missing."""
+    _, found, rest = name.partition(prefix) if prefix else ("", True, name)
+    if not found:
         return ""
-    start += len(prefix)
     if not suffix:
-        return name[start:]
-    end = name.find(suffix, start)
-    return name[start:end] if end >= 0 else ""
+        return rest
+    value, closed, _ = rest.partition(suffix)
+    return value if closed else ""
 
 
 @st.composite
