@@ -166,6 +166,17 @@ REST_SHAPES = {
     "delete": ("DELETE", "/v1/{}", b""),
     "wait": ("POST", "/v1/{}:wait", b"{}"),
 }
+_LIST_SUFFIX = "/operations"
+
+
+def rest_meaning(short: str, name: str) -> tuple[str, str]:
+    """What the REST request for (short, name) asks for. Google's REST paths overlap: a Get of
+    a name ending in /operations is `GET /v1/P/operations`, which is the List of P."""
+    if short == "get" and name.endswith(_LIST_SUFFIX):
+        return "list", name[: -len(_LIST_SUFFIX)]
+    return short, name
+
+
 # Bytes that would end the request line or a header early are sent percent-encoded, so one
 # fuzzed request is always exactly one HTTP request on the wire (no self-inflicted smuggling).
 _FRAMING = {ord(" "): b"%20", ord("\r"): b"%0D", ord("\n"): b"%0A", ord("\t"): b"%09"}

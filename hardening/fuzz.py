@@ -33,7 +33,14 @@ from gateway.reference_upstream.seed import (
     TIER2_OPERATION,
 )
 from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
-from hardening.doors import CLIENT_REFUSED, Answer, GrpcDoor, RestDoor, request_body
+from hardening.doors import (
+    CLIENT_REFUSED,
+    Answer,
+    GrpcDoor,
+    RestDoor,
+    request_body,
+    rest_meaning,
+)
 from hardening.oracle import (
     INVALID,
     UNIMPLEMENTED,
@@ -415,7 +422,8 @@ def attack_names(world: World, door_name: str, examples: int, seed: int) -> Atta
             result.violations += _unaudited(door_name, answer, True)
         else:
             assert isinstance(door, RestDoor)
-            expected = world.oracle.decide(claims, method, name)
+            meant, meant_name = rest_meaning(short, name)
+            expected = world.oracle.decide(claims, method_path(meant), meant_name)
             answer, reached = _call_counted(
                 world, result, lambda: door.operation(short, name, token)
             )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2
 
 from gateway.routing import SERVICE
 
@@ -22,6 +23,21 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 POLICY_ETAG_KEY = "x-opsgate-policy-etag"
 
 
+_HEALTH_SERVICE = "grpc.health.v1.Health"
+_REQUEST = health_pb2.HealthCheckRequest
+_MALFORMED = _REQUEST()  # a distinct object standing for a body that is not a request
+_MALFORMED_MESSAGE = f"Invalid request: the body is not a valid {_REQUEST.DESCRIPTOR.full_name}."
+
+
+def _read_request(raw: bytes) -> health_pb2.HealthCheckRequest:
+    # grpc logs a deserializer's exception as a servicer crash and answers UNKNOWN; a body
+    # that is not a request is the caller's mistake, answered INVALID_ARGUMENT by the method.
+    try:
+        return _REQUEST.FromString(raw)
+    except DecodeError:
+        return _MALFORMED
+
+
 class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
     """The standard health service; each Check also says, in its trailing metadata, which
     policy version is in force (`opsgate health` prints it)."""
@@ -33,15 +49,36 @@ class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
+        if request is _MALFORMED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
         context.set_trailing_metadata(((POLICY_ETAG_KEY, self._policy_etag()),))
         return await super().Check(request, context)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        if request is _MALFORMED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
+        async for response in super().Watch(request, context):
+            yield response
 
 
 def add_health_service(
     server: grpc.aio.Server, policy_etag: Callable[[], str]
 ) -> health.aio.HealthServicer:
     servicer = DetailedHealthServicer(policy_etag)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    serialize = health_pb2.HealthCheckResponse.SerializeToString
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.Check, request_deserializer=_read_request, response_serializer=serialize
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.Watch, request_deserializer=_read_request, response_serializer=serialize
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_HEALTH_SERVICE, handlers),)
+    )
     return servicer
 
 

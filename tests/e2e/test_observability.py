@@ -10,12 +10,14 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import MetricsSettings, load_settings
+from gateway.observability.health import LIVENESS_SERVICE
 from gateway.observability.logs import JsonFormatter
 from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION
@@ -24,7 +26,14 @@ from gateway.testing.tokens import jwks
 from tests.support.bearer import with_bearer
 from tests.support.idp import local_idp
 from tests.support.loop_thread import LoopThread
-from tests.support.stack import AUDIENCE, EXAMPLE_POLICY, ISSUER, Identity, gateway_settings
+from tests.support.stack import (
+    AUDIENCE,
+    EXAMPLE_POLICY,
+    ISSUER,
+    Identity,
+    Stack,
+    gateway_settings,
+)
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -159,3 +168,29 @@ def test_json_logs_carry_the_request_id(
     assert entries and all(set(e) >= {"time", "severity", "logger", "message"} for e in entries)
     assert any(len(e.get("request_id", "")) == 32 for e in entries)
     assert "Bearer" not in "".join(records)
+
+
+def test_a_health_check_body_that_is_not_a_request_is_invalid_argument(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the hardening suite's raw HTTP/2 attack: grpc logged the deserializer's
+    # DecodeError as a servicer crash and answered UNKNOWN.
+    for method in ("Check", "Watch"):
+        path = f"/grpc.health.v1.Health/{method}"
+        call = (
+            stack.raw_gateway_channel.unary_unary(path)
+            if method == "Check"
+            else stack.raw_gateway_channel.unary_stream(path)
+        )
+        with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as refused:
+            result = call(b"\x0a\xff\xff\xff", timeout=5)
+            if method == "Watch":
+                next(iter(result))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert refused.value.details() == (
+            "Invalid request: the body is not a valid grpc.health.v1.HealthCheckRequest."
+        )
+    assert not [r for r in caplog.records if "Unexpected" in r.getMessage()]
+    stub = health_pb2_grpc.HealthStub(stack.raw_gateway_channel)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
