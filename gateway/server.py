@@ -176,13 +176,16 @@ async def serve_until_signalled(settings: Settings, share_port: bool = False) ->
     """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
     # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    gateway = await start_gateway(settings, share_port=share_port)
-    runtime.settle_heap()  # this process is the gateway's alone: its start-up state is for good
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    gateway = await start_gateway(settings, share_port=share_port)
+    runtime.settle_heap()  # this process is the gateway's alone: its start-up state is for good
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policies)
+    # A worker starts with these blocked (see workers.supervise): one sent while it started is
+    # delivered now, and a stop then drains a gateway that has served nothing yet.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
     await gateway.stop(settings.shutdown_grace_s)

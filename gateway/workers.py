@@ -46,17 +46,24 @@ def check_workers(settings: Settings, workers: int) -> None:
 
 def supervise(argv: list[str], workers: int) -> int:
     """Start `workers` copies of this serve command as workers 0..N-1 and wait for them."""
-    children = [
-        subprocess.Popen([sys.executable, "-m", "gateway", *argv, "--worker-index", str(index)])
-        for index in range(workers)
-    ]
+    # The workers start with the forwarded signals blocked (a child inherits its parent's
+    # signal mask) and unblock them once they can honour them: a SIGTERM that arrives while a
+    # worker is still importing then stops it cleanly instead of killing it.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        children = [
+            subprocess.Popen([sys.executable, "-m", "gateway", *argv, "--worker-index", str(index)])
+            for index in range(workers)
+        ]
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+        def forward(signum: int, _frame: object) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
 
-    for signum in FORWARDED:
-        signal.signal(signum, forward)
+        for signum in FORWARDED:
+            signal.signal(signum, forward)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     codes = [child.wait() for child in children]
     return 0 if all(code == 0 for code in codes) else 1

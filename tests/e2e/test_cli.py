@@ -210,6 +210,35 @@ def test_two_workers_share_the_port_and_drain(
     assert sum(counts) == calls  # every call recorded once, by the worker that served it
 
 
+def test_workers_told_to_stop_while_they_start_exit_cleanly(
+    loop: LoopThread, tmp_path: Path, identity: Identity
+) -> None:
+    # A SIGTERM forwarded while the workers were still importing killed them (exit -15), and
+    # the supervisor exited 1; the workers now hold it until they can drain.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with _upstream(loop) as upstream:
+        config = tmp_path / "opsgate.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:{port}\nupstream:\n  target: {upstream.address}\n"
+            + identity.issuer_yaml()
+            + identity.policy_yaml()
+        )
+        process = _opsgate("serve", "--config", str(config), "--workers", "2")
+        try:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            deadline = time.monotonic() + 20
+            while len(children.read_text().split()) < 2:  # the supervisor has spawned both
+                assert time.monotonic() < deadline, "the supervisor never started its workers"
+                time.sleep(0.001)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
+        finally:
+            process.kill()
+            process.wait()
+
+
 def test_sighup_reloads_the_policy_and_health_names_the_version(
     loop: LoopThread, tmp_path: Path, identity: Identity
 ) -> None:
