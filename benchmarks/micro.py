@@ -202,38 +202,26 @@ def _callers() -> dict[str, Any]:
     from gateway.authn.principal import Principal
     from gateway.policy import Caller
 
-    principals = {
-        "someone": Principal(
-            member="user:someone@acme.example",
+    def verified(user: str, **extra: Any) -> Principal:
+        email = f"{user}@acme.example"
+        return Principal(
+            member=f"user:{email}",
             issuer=ISSUER,
-            subject="someone",
-            email="someone@acme.example",
+            subject=user,
+            email=email,
             email_verified=True,
+            **extra,
+        )
+
+    principals = {
+        "someone": verified(
+            "someone",
             hosted_domain="acme.example",
             groups=frozenset(engines.SOMEONES_GROUPS),
         ),
-        "contractor": Principal(
-            member="user:c@acme.example",
-            issuer=ISSUER,
-            subject="c",
-            email="c@acme.example",
-            email_verified=True,
-            groups=frozenset({"contractors@acme.example"}),
-        ),
-        "temp": Principal(
-            member="user:temp@acme.example",
-            issuer=ISSUER,
-            subject="temp",
-            email="temp@acme.example",
-            email_verified=True,
-        ),
-        "matcher": Principal(
-            member="user:matcher@acme.example",
-            issuer=ISSUER,
-            subject="matcher",
-            email="matcher@acme.example",
-            email_verified=True,
-        ),
+        "contractor": verified("c", groups=frozenset({"contractors@acme.example"})),
+        "temp": verified("temp"),
+        "matcher": verified("matcher"),
     }
     callers = {
         name: Caller(
