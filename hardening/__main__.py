@@ -12,8 +12,6 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # the repository root: `tests.support` holds the table
-    sys.path.insert(0, str(HERE.parent))
 
 
 def main(argv: list[str] | None = None) -> int:

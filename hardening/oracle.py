@@ -8,7 +8,6 @@ The decision table in tests/support/policy_cases.py checks the oracle itself bef
 
 from __future__ import annotations
 
-import sys
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from gateway.policy.loader import load_policy
 from gateway.profile import ServiceProfile, load_profile
 from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
 from gateway.testing.tokens import claims
-from hardening.env import AUDIENCE, EXAMPLE_POLICY, ISSUER, REPO
+from hardening.env import AUDIENCE, EXAMPLE_POLICY, ISSUER
 
 MAX_NAME_BYTES = 1024
 SERVICE_ACCOUNT_SUFFIX = ".iam.gserviceaccount.com"
@@ -157,9 +156,7 @@ class Oracle:
 
 def table_cases() -> list[tuple[str, Any, str, str, str]]:
     """The example policy's decision table (id, who, method, resource, expected code)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.support.policy_cases import CASES
+    from tests.support.policy_cases import CASES  # run from the repository root, as documented
 
     return list(CASES)
 
