@@ -17,6 +17,9 @@ from gateway.interceptors.outcome import OutcomeSink
 from gateway.interceptors.stage import Behavior, Stage
 from gateway.pipeline import Pipeline, build_pipeline
 
+# The stable surface of library mode; everything else in the package is internal.
+__all__ = ["OpsgateChain", "Principal", "current_principal"]
+
 
 class OpsgateChain:
     """The interceptors to pass to grpc.aio.server(interceptors=...), built from a config file.
@@ -39,7 +42,7 @@ class OpsgateChain:
         self, pipeline: Pipeline, identity_header: str | None = DEFAULT_IDENTITY_HEADER
     ) -> None:
         self.pipeline = pipeline
-        self._servicer_view = ServicerMetadataStage(
+        self._servicer_view = _ServicerMetadataStage(
             is_operations_method, GatewayHeaders(identity_header)
         )
 
@@ -70,7 +73,7 @@ def current_principal() -> Principal | None:
     return call.principal if call is not None else None
 
 
-class ServicerMetadataStage(Stage):
+class _ServicerMetadataStage(Stage):
     """The innermost stage in library mode: hands the servicer a context whose metadata has no
     smuggled keys. The proxy's forwarder drops them itself; here nothing else would."""
 

@@ -114,3 +114,16 @@ def test_denied_call_never_reaches_the_servicer(in_process: InProcess) -> None:
     code, _ = outcome(in_process, STRANGER, "get", DONE_OPERATION)
     assert code == "PERMISSION_DENIED"
     assert len(in_process.servicer.seen) == before
+
+
+def test_the_library_exports_its_stable_surface_only() -> None:
+    import gateway.library
+
+    assert sorted(gateway.library.__all__) == ["OpsgateChain", "Principal", "current_principal"]
+    public = {name for name in vars(gateway.library) if not name.startswith("_")}
+    internal = public - set(gateway.library.__all__)
+    # What else the module holds is what it imports to do its job, never a class of its own.
+    assert all(
+        getattr(getattr(gateway.library, name), "__module__", "") != "gateway.library"
+        for name in internal
+    ), internal
