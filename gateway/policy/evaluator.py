@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from gateway.policy.conditions import ConditionContext, ConditionEvaluationError
+from gateway.policy.cel import ConditionContext, ConditionEvaluationError
 from gateway.policy.decision import Decision, Effect, TraceEntry
 from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
 from gateway.policy.members import CallerKeys, caller_keys

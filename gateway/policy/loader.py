@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.policy.conditions import CompiledCondition, ConditionError, compile_condition
+from gateway.policy.cel import CompiledCondition, ConditionError, compile_condition
 from gateway.policy.index import build_index
 from gateway.policy.members import (
     MEMBER_FORMS_HINT,

@@ -11,7 +11,7 @@ from gateway.policy.roles import PermissionSet, Role
 SCAN_MEMBERS = 8  # up to this many members, a binding is searched in order; past it, by key
 
 if TYPE_CHECKING:
-    from gateway.policy.conditions import CompiledCondition
+    from gateway.policy.cel import CompiledCondition
     from gateway.policy.index import PolicyIndex
 
 

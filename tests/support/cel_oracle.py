@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import cel
 
-from gateway.policy.conditions import ConditionContext, _time_zone
+from gateway.policy.cel import ConditionContext
+from gateway.policy.cel.timeutil import time_zone
 
 # Timestamp accessors with CEL's numbering (getMonth, getDayOfMonth and getDayOfYear count from
 # 0, getDate from 1, getDayOfWeek is 0 on Sunday), written from strftime rather than shared with
@@ -32,7 +33,7 @@ def _zoned(name: str) -> Callable[[datetime, str], int]:
     def function(when: datetime, zone: str) -> int:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return accessor(when.astimezone(_time_zone(zone)))
+        return accessor(when.astimezone(time_zone(zone)))
 
     return function
 

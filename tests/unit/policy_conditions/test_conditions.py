@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import conditions
-from gateway.policy.conditions import (
+from gateway.policy.cel import (
     MAX_EXPRESSION_LENGTH,
     ConditionContext,
     ConditionError,
     ConditionEvaluationError,
     compile_condition,
 )
+from gateway.policy.cel.parser import Parser
 from tests.support.cel_oracle import library_answer
 
 NAME = "projects/acme-prod/locations/us-east1/operations/op-123"  # 55 characters
@@ -609,7 +609,7 @@ OWN_SYNTAX_ERRORS = [
 @pytest.mark.parametrize(("expression", "fragment", "column"), OWN_SYNTAX_ERRORS)
 def test_our_own_syntax_errors(expression: str, fragment: str, column: int) -> None:
     with pytest.raises(ConditionError) as caught:
-        conditions._Parser(expression).parse()
+        Parser(expression).parse()
     assert caught.value.problem.startswith("Syntax error: ")
     assert fragment in caught.value.problem
     assert caught.value.column == column

@@ -19,7 +19,7 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.conditions import ConditionContext, ConditionError, compile_condition
+from gateway.policy.cel import ConditionContext, ConditionError, compile_condition
 from tests.support.cel_oracle import library_answer
 
 NOW = datetime(2026, 5, 1, 12, 30, 15, 250_000, tzinfo=UTC)

@@ -1,0 +1,22 @@
+"""What a condition reads (ConditionContext) and the shape of the functions compiled over it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionContext:
+    """The attributes of one request that conditions can read."""
+
+    resource_name: str
+    request_time: datetime  # timezone-aware UTC
+    resource_type: str = ""
+    resource_service: str = ""
+
+
+Fn = Callable[[ConditionContext], object]
+BoolFn = Callable[[ConditionContext], bool]
+StrFn = Callable[[ConditionContext], str]
