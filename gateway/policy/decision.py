@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from gateway.policy.model import AccessRequest
+
+# What a trace entry is about. Literal strings, not an Enum: they are written into audit records
+# as they are (`dataclasses.asdict`), and the audit record format is a contract.
+TraceKind = Literal["binding", "deny_rule"]
+# How a condition fared. "not evaluated" is a default-deny trace's binding whose members did not
+# match, so the decision never read its condition (explain() evaluates every condition).
+ConditionResult = Literal["absent", "true", "false", "error", "not evaluated"]
 
 
 class Effect(Enum):
@@ -22,17 +30,15 @@ class TraceEntry:
     (e.g. "group:tier2@acme.example"), and is None when the caller matched it directly.
     """
 
-    kind: str  # "deny_rule" | "binding"
+    kind: TraceKind
     resource: str
     role: str | None
     member: str | None
     via_group: str | None
     condition: str | None  # the expression
-    # "absent" | "true" | "false" | "error"; "not evaluated" in a default-deny trace for a
-    # binding whose members did not match (explain() evaluates every condition).
-    condition_result: str
+    condition_result: ConditionResult
     source_line: int | None
-    outcome: str
+    outcome: str  # "granted", "denied", "no member matched", ...; some carry a detail
 
 
 @dataclass(frozen=True, slots=True)

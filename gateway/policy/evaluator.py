@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from gateway.policy.cel import ConditionContext, ConditionEvaluationError
-from gateway.policy.decision import Decision, Effect, TraceEntry
+from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry
+from gateway.policy.deny import DenyMatch, condition_applies, match, match_listed
 from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
 from gateway.policy.members import CallerKeys, caller_keys
 from gateway.policy.model import AccessRequest, Binding, Caller, Condition, DenyRule, Policy
@@ -72,7 +73,7 @@ class _Conditions:
         self._context: ConditionContext | None = None
         self.time_dependent = False
 
-    def evaluate(self, condition: Condition | None) -> tuple[str, str]:
+    def evaluate(self, condition: Condition | None) -> tuple[ConditionResult, str]:
         """("absent" | "true" | "false" | "error", detail)."""
         if condition is None:
             return "absent", ""
@@ -156,11 +157,7 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     # so that a decision made without reading the clock is not marked time-dependent.
     pending: list[DenyRule] = []
     for rule in _deny_candidates(index, permission, chain):
-        if rule.denied_keys.isdisjoint(keys.deny):
-            continue
-        if not rule.exception_keys.isdisjoint(keys.allow):
-            continue
-        if rule.exception_permissions.matches(permission):
+        if match_listed(rule, permission, keys.deny, keys.allow) is not DenyMatch.APPLIES:
             continue
         if rule.condition is None:
             return _denied_by_rule(policy, request, keys, rule, "absent", "", False)
@@ -169,14 +166,14 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
         if conditions is None:
             conditions = _Conditions(_leaf(chain, request), permission, now)
         result, detail = conditions.evaluate(rule.condition)
-        if result != "false":
+        if condition_applies(result):
             # "error" lands here too: a deny rule whose condition cannot be evaluated applies.
             return _denied_by_rule(
                 policy, request, keys, rule, result, detail, conditions.time_dependent
             )
 
     per_resource = index.grants.get(permission)
-    failures: dict[int, tuple[str, str]] = {}
+    failures: dict[int, tuple[ConditionResult, str]] = {}
     if per_resource is not None:
         ordered = keys.ordered
         allow = keys.allow
@@ -239,7 +236,7 @@ def _allowed(
     keys: CallerKeys,
     binding: Binding,
     key: str,
-    condition_result: str,
+    condition_result: ConditionResult,
     time_dependent: bool,
 ) -> Decision:
     member = binding.member_for(key)
@@ -267,7 +264,7 @@ def _denied_by_rule(
     request: AccessRequest,
     keys: CallerKeys,
     rule: DenyRule,
-    condition_result: str,
+    condition_result: ConditionResult,
     detail: str,
     time_dependent: bool,
 ) -> Decision:
@@ -300,7 +297,7 @@ def _default_deny(
     keys: CallerKeys,
     chain: tuple[str, ...],
     permission: str,
-    failures: dict[int, tuple[str, str]],
+    failures: dict[int, tuple[ConditionResult, str]],
     time_dependent: bool,
 ) -> Decision:
     per_resource = policy.index.grants.get(permission) or {}
@@ -345,11 +342,11 @@ def _default_deny(
 def _failed_bindings(
     per_resource: Mapping[str, GrantEntry],
     chain: tuple[str, ...],
-    failures: dict[int, tuple[str, str]],
-) -> list[tuple[Binding, tuple[str, str]]]:
+    failures: dict[int, tuple[ConditionResult, str]],
+) -> list[tuple[Binding, tuple[ConditionResult, str]]]:
     if not failures:
         return []
-    found: list[tuple[Binding, tuple[str, str]]] = []
+    found: list[tuple[Binding, tuple[ConditionResult, str]]] = []
     for level in chain:
         entry = per_resource.get(level)
         if entry is not None:
@@ -358,7 +355,7 @@ def _failed_bindings(
 
 
 def _failed(
-    index: PolicyIndex, keys: CallerKeys, binding: Binding, failure: tuple[str, str]
+    index: PolicyIndex, keys: CallerKeys, binding: Binding, failure: tuple[ConditionResult, str]
 ) -> TraceEntry:
     """A binding whose member matched but whose condition was false or failed."""
     result, detail = failure
@@ -412,17 +409,14 @@ def _explain_rule(
     conditions: _Conditions,
 ) -> TraceEntry:
     principal = rule.principal_for(keys.deny)
-    exception = rule.exception_for(keys.allow)
     result, detail = conditions.evaluate(rule.condition)
-    if not rule.denied_permissions.matches(permission):
-        outcome = "permission not denied by this rule"
-    elif rule.exception_permissions.matches(permission):
-        outcome = "permission is an exception permission"
-    elif principal is None:
-        outcome = "no denied principal matched"
-    elif exception is not None:
-        outcome = f"caller is exempt as {exception.written}"
-    elif result == "false":
+    found = match(rule, permission, keys.deny, keys.allow)
+    if found is DenyMatch.EXEMPT:
+        exception = rule.exception_for(keys.allow)
+        outcome = f"{found} as {exception.written if exception is not None else '?'}"
+    elif found is not DenyMatch.APPLIES:
+        outcome = found.value
+    elif not condition_applies(result):
         outcome = "condition false"
     elif result == "error":
         outcome = f"denied: condition could not be evaluated ({detail}), deny rules fail closed"

@@ -6,24 +6,39 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
+from gateway.policy.deny import DenyMatch, denies_permission, match
 from gateway.policy.loader import PolicyError
 from gateway.policy.members import SUBJECT_PREFIX, group_key
-from gateway.policy.model import Policy
+from gateway.policy.model import DenyRule, Policy
 from gateway.policy.roles import predefined_permissions
 from gateway.policytools.check import print_policy_error
 from gateway.policytools.inputs import UnreadableError, read_policy
 from gateway.policytools.render import columns, plural
 from gateway.profile import ServiceProfile
 
-GRANTED = "granted"
-REVOKED = "revoked"
-NOW_DENIED = "now denied"
-NO_LONGER_DENIED = "no longer denied"
+
+class ChangeKind(StrEnum):
+    """What a policy change does to one access (lower case words, unlike explain's verdicts)."""
+
+    GRANTED = "granted"
+    REVOKED = "revoked"
+    NOW_DENIED = "now denied"
+    NO_LONGER_DENIED = "no longer denied"
+
+
 # The sign says which way access moves for the principal.
-SIGNS = {GRANTED: "+", REVOKED: "-", NOW_DENIED: "-", NO_LONGER_DENIED: "+"}
+SIGNS = {
+    ChangeKind.GRANTED: "+",
+    ChangeKind.REVOKED: "-",
+    ChangeKind.NOW_DENIED: "-",
+    ChangeKind.NO_LONGER_DENIED: "+",
+}
+
+AccessKind = Literal["allow", "deny"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -31,7 +46,7 @@ class Access:
     """One expanded grant or denial: a principal, one permission, one resource, one condition."""
 
     principal: str  # a member key: user:..., group:..., domain:..., allUsers, principal://...
-    kind: str  # "allow" | "deny"
+    kind: AccessKind
     permission: str
     resource: str
     condition: str | None  # the expression
@@ -50,7 +65,7 @@ class Expanded:
 @dataclass(frozen=True, slots=True)
 class Change:
     access: Access
-    change: str  # GRANTED | REVOKED | NOW_DENIED | NO_LONGER_DENIED
+    change: ChangeKind
     vias: tuple[str, ...]  # groups the principal has it through; empty when named directly
     condition_label: str  # the title, or the expression where the title is ambiguous
     explained_by: str | None  # a group whose own change (shown) says the same
@@ -60,11 +75,11 @@ class Change:
 class Definition:
     """A custom role's permissions or a static group's direct members, before and after."""
 
-    what: str  # "role" | "group"
+    what: Literal["role", "group"]
     name: str
     added: tuple[str, ...]
     removed: tuple[str, ...]
-    status: str  # "added" | "removed" | "changed"
+    status: Literal["added", "removed", "changed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +153,7 @@ def expand(policy: Policy, permissions: frozenset[str]) -> Expanded:
                         member.key
                     )
     for rule in policy.deny_rules:
-        denied = [
-            p
-            for p in permissions
-            if rule.denied_permissions.matches(p) and not rule.exception_permissions.matches(p)
-        ]
+        denied = [p for p in permissions if denies_permission(rule, p)]
         condition = rule.condition
         expression = condition.expression if condition is not None else None
         if condition is not None:
@@ -157,20 +168,30 @@ def expand(policy: Policy, permissions: frozenset[str]) -> Expanded:
                 )
                 out.vias[access].add("")
                 for leaf, _ in out.members.get(member.key, ()):
-                    if _exempt(leaf, rule.exception_keys, closure):
+                    if not leaf_denied(rule, permission, leaf, closure):
                         continue
                     leaf_access = Access(leaf, "deny", permission, rule.resource, expression)
                     out.vias[leaf_access].add(member.key)
     return out
 
 
-def _exempt(key: str, exceptions: frozenset[str], closure: Mapping[str, tuple[str, ...]]) -> bool:
-    """Whether a group member is among a deny rule's exception principals, by static groups."""
+def leaf_denied(
+    rule: DenyRule, permission: str, key: str, closure: Mapping[str, tuple[str, ...]]
+) -> bool:
+    """Whether the rule denies the permission to a member of a static group it names, unless
+    its condition is false: the member's keys are what static groups say of it."""
+    keys = static_keys(key, closure)
+    return match(rule, permission, keys, keys) is DenyMatch.APPLIES
+
+
+def static_keys(key: str, closure: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    """The keys a member answers to by the policy alone: itself, its static groups and, for a
+    user or service account, its principal://goog/subject/ spelling."""
     keys = {key, *closure.get(key, ())}
     kind, _, email = key.partition(":")
     if kind in ("user", "serviceAccount"):
         keys.add(SUBJECT_PREFIX + email)
-    return not exceptions.isdisjoint(keys)
+    return frozenset(keys)
 
 
 # -- comparing --------------------------------------------------------------------------------
@@ -182,17 +203,17 @@ def compare(
     permissions = universe((old, new), profile, all_permissions)
     before, after = expand(old, permissions), expand(new, permissions)
     labels = _labels(before, after)
-    raw: list[tuple[Access, str, set[str], str]] = []
+    raw: list[tuple[Access, ChangeKind, set[str], str]] = []
     for access in sorted(after.vias.keys() - before.vias.keys()):
-        change = GRANTED if access.kind == "allow" else NOW_DENIED
+        change = ChangeKind.GRANTED if access.kind == "allow" else ChangeKind.NOW_DENIED
         raw.append((access, change, after.vias[access], labels.get(access.condition or "", "")))
     for access in sorted(before.vias.keys() - after.vias.keys()):
-        change = REVOKED if access.kind == "allow" else NO_LONGER_DENIED
+        change = ChangeKind.REVOKED if access.kind == "allow" else ChangeKind.NO_LONGER_DENIED
         raw.append((access, change, before.vias[access], labels.get(access.condition or "", "")))
     by_group = {(a.principal, change, _what(a)) for a, change, _, _ in raw}
-    both_ways = {(a.principal, _what(a)) for a, c, _, _ in raw if c == NO_LONGER_DENIED} & {
-        (a.principal, _what(a)) for a, c, _, _ in raw if c == NOW_DENIED
-    }
+    both_ways = {
+        (a.principal, _what(a)) for a, c, _, _ in raw if c == ChangeKind.NO_LONGER_DENIED
+    } & {(a.principal, _what(a)) for a, c, _, _ in raw if c == ChangeKind.NOW_DENIED}
     changes = []
     for access, change, vias, title in raw:
         groups = tuple(sorted(v for v in vias if v))
@@ -276,13 +297,15 @@ def _written(members: Iterable[Any]) -> frozenset[str]:
 
 
 def _definitions(
-    what: str, old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]
+    what: Literal["role", "group"], old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]
 ) -> Iterable[Definition]:
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name), new.get(name)
         if before == after:
             continue
-        status = "added" if before is None else "removed" if after is None else "changed"
+        status: Literal["added", "removed", "changed"] = (
+            "added" if before is None else "removed" if after is None else "changed"
+        )
         added = tuple(sorted((after or frozenset()) - (before or frozenset())))
         removed = tuple(sorted((before or frozenset()) - (after or frozenset())))
         yield Definition(what, name, added, removed, status)
@@ -321,12 +344,19 @@ def summary(diff: PolicyDiff) -> str:
         note = " (definitions changed, but not who can do what)" if diff.definitions else ""
         return f"no access changes{note}"
     shown = [c for c in diff.changes if c.explained_by is None]
-    counts: defaultdict[str, int] = defaultdict(int)
+    counts: defaultdict[ChangeKind, int] = defaultdict(int)
     for change in shown:
         counts[change.change] += 1
     principals = {c.access.principal for c in shown}
     detail = ", ".join(
-        f"{counts[c]} {c}" for c in (GRANTED, REVOKED, NOW_DENIED, NO_LONGER_DENIED) if counts[c]
+        f"{counts[c]} {c}"
+        for c in (
+            ChangeKind.GRANTED,
+            ChangeKind.REVOKED,
+            ChangeKind.NOW_DENIED,
+            ChangeKind.NO_LONGER_DENIED,
+        )
+        if counts[c]
     )
     text = (
         f"{plural(len(shown), 'access change')} for "
@@ -347,13 +377,13 @@ def _principal_order(key: str) -> tuple[int, str]:
 def _change_order(change: Change) -> tuple[str, str, bool, str]:
     """By resource and permission; what the old policy said before what the new one says."""
     a = change.access
-    new_side = change.change in (GRANTED, NOW_DENIED)
+    new_side = change.change in (ChangeKind.GRANTED, ChangeKind.NOW_DENIED)
     return a.resource, a.permission, new_side, a.condition or ""
 
 
 def _row(change: Change) -> list[str]:
     a = change.access
-    extra = []
+    extra: list[str] = []
     if a.kind == "deny":
         extra.append(change.change)
     if a.condition is not None:

@@ -6,10 +6,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.policy.decision import Decision, TraceEntry
+from gateway.policy.deny import denies_permission
 from gateway.policy.evaluator import evaluate, explain, keys_for, resource_chain
 from gateway.policy.model import Binding, DenyRule, Policy
 from gateway.policytools.inputs import (
@@ -23,9 +25,13 @@ from gateway.policytools.inputs import (
 from gateway.policytools.render import columns, shorten
 from gateway.profile import ServiceProfile
 
-GRANTED = "GRANTED"
-NOT_GRANTED = "NOT_GRANTED"
-UNKNOWN_CONDITIONAL = "UNKNOWN_CONDITIONAL"
+
+class Verdict(StrEnum):
+    """The Policy Troubleshooter's answer, in its words (upper case, unlike diff's changes)."""
+
+    GRANTED = "GRANTED"
+    NOT_GRANTED = "NOT_GRANTED"
+    UNKNOWN_CONDITIONAL = "UNKNOWN_CONDITIONAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +47,7 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    verdict: str
+    verdict: Verdict
     decision: Decision
     request: Request
     chain: tuple[str, ...]
@@ -74,9 +80,7 @@ def explain_request(policy: Policy, request: Request, profile: str) -> Explanati
             matched = next((m for m in item.members if m.written == entry.member), None)
             decisive = decision.allowed and _same(entry, decided)
         else:
-            includes = item.denied_permissions.matches(
-                permission
-            ) and not item.exception_permissions.matches(permission)
+            includes = denies_permission(item, permission)
             matched = next((m for m in item.denied_principals if m.written == entry.member), None)
             decisive = (not decision.allowed) and _same(entry, decided)
         token = matched is not None and matched.key in keys.direct_groups
@@ -112,17 +116,17 @@ def _same(entry: TraceEntry, decided: TraceEntry | None) -> bool:
     )
 
 
-def _verdict(decision: Decision, rows: Sequence[Row]) -> str:
+def _verdict(decision: Decision, rows: Sequence[Row]) -> Verdict:
     """GRANTED or NOT_GRANTED, or UNKNOWN_CONDITIONAL when the denial hinges on a condition
     that could not be evaluated (a deny rule failing closed, or a grant that might apply)."""
     if decision.allowed:
-        return GRANTED
+        return Verdict.GRANTED
     denying = [
         r for r in rows if isinstance(r.item, DenyRule) and r.entry.outcome.startswith("denied")
     ]
     if denying:
         certain = any(r.entry.condition_result != "error" for r in denying)
-        return NOT_GRANTED if certain else UNKNOWN_CONDITIONAL
+        return Verdict.NOT_GRANTED if certain else Verdict.UNKNOWN_CONDITIONAL
     undecided = any(
         isinstance(r.item, Binding)
         and r.includes_permission
@@ -130,7 +134,7 @@ def _verdict(decision: Decision, rows: Sequence[Row]) -> str:
         and r.entry.condition_result == "error"
         for r in rows
     )
-    return UNKNOWN_CONDITIONAL if undecided else NOT_GRANTED
+    return Verdict.UNKNOWN_CONDITIONAL if undecided else Verdict.NOT_GRANTED
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -148,7 +152,7 @@ def render_text(exp: Explanation) -> list[str]:
         "",
         f"  {exp.decision.reason}",
     ]
-    if exp.verdict == UNKNOWN_CONDITIONAL:
+    if exp.verdict is Verdict.UNKNOWN_CONDITIONAL:
         lines.append(
             "  the outcome hinges on a condition that could not be evaluated; the gateway "
             "denies (a failing condition grants nothing, and makes a deny rule apply)"
@@ -220,7 +224,7 @@ def _condition_cell(row: Row) -> str:
 def to_json(exp: Explanation) -> dict[str, Any]:
     request = exp.request
     return {
-        "verdict": exp.verdict,
+        "verdict": exp.verdict.value,
         "effect": exp.decision.effect.value,
         "reason": exp.decision.reason,
         "caller": {
