@@ -20,6 +20,7 @@ from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
 from gateway.profile import ServiceProfile, load_profile
 from gateway.ratelimit import LimitRule, RateLimiter
+from gateway.runtime import collector_paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,8 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
     """
     authz = settings.authorization
     profile = load_profile(authz.profile, authz.profile_file)
-    load = partial(load_policy, known_permissions=profile.permissions)
+    # The collector is paused around every load, at start-up and on reload (ContextDecorator).
+    load = collector_paused()(partial(load_policy, known_permissions=profile.permissions))
     policies = PolicyHolder(load(authz.policy_file))
     reloaders = [PolicyReloader(policies, authz.policy_file, load, authz.reload_interval_s)]
     candidate = None

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import difflib
-import gc
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from json import scanner
-from json.decoder import JSONDecodeError
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,7 @@ from gateway.policy.roles import (
     to_fqdn_spelling,
 )
 from gateway.resource_names import name_problem
-from gateway.sourcefile import LineMap, load_text, refuse_stray_byte_order_mark
+from gateway.sourcefile import LineMap, load_json_or_yaml_text
 
 TOP_KEYS = ("allow", "deny", "roles", "groups", "etag", "description")
 # etag, version and auditConfigs come with `gcloud ... get-iam-policy` output: accepted, unused.
@@ -142,51 +138,22 @@ def load_policy(path: Path, known_permissions: frozenset[str] = frozenset()) -> 
 def load_policy_text(
     text: str, source: str, known_permissions: frozenset[str] = frozenset()
 ) -> Policy:
-    """As load_policy, from text; `source` names the file in messages."""
-    with _collector_paused():
-        try:
-            data = parse_policy_text(text, source)
-        except ConfigError as exc:
-            # One error type for callers: every load failure carries `problems`.
-            problem = PolicyProblem(exc.source, exc.line, exc.key, exc.problem)
-            raise PolicyError((problem,)) from exc
-        return _Loader(source, text, known_permissions).load(data)
+    """As load_policy, from text; `source` names the file in messages.
 
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Loading allocates millions of objects and makes no reference cycles, yet the cyclic
-    collector would rescan the growing heap over and over: pausing it cuts the load time of a
-    100,000-binding YAML file from about 14 s to under 4 s.
-
-    Afterwards the survivors go straight to the oldest generation (gc.freeze, then unfreeze):
-    left young, the first collection would walk every one of them to find no garbage (about
-    0.3 s at 100,000 bindings). Not done when the process keeps frozen objects of its own.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    Loading allocates millions of objects: callers loading large files pause the garbage
+    collector around it (gateway.runtime.collector_paused), as the gateway does."""
     try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        if was_enabled:
-            gc.enable()
+        data = parse_policy_text(text, source)
+    except ConfigError as exc:
+        # One error type for callers: every load failure carries `problems`.
+        problem = PolicyProblem(exc.source, exc.line, exc.key, exc.problem)
+        raise PolicyError((problem,)) from exc
+    return _Loader(source, text, known_permissions).load(data)
 
 
 def parse_policy_text(text: str, source: str) -> Any:
-    """YAML or JSON into LineMaps. JSON gets a reader of its own: on a 100,000-binding file the
-    YAML reader (libyaml, plus Python to build LineMaps) takes about 2 s, this one about 0.6 s."""
-    if text.lstrip().startswith("{"):
-        refuse_stray_byte_order_mark(text, source)  # the same rule as the YAML reader's
-        try:
-            return _JsonReader(text, source).read()
-        except JSONDecodeError as exc:
-            if source.endswith(".json"):
-                raise ConfigError(source, None, f"not valid JSON: {exc.msg}", exc.lineno) from exc
-            # A YAML flow mapping also opens with '{'; let the YAML reader judge it.
-    return load_text(text, source)
+    """YAML or JSON into LineMaps, by sourcefile's readers (JSON by a quicker reader of its own)."""
+    return load_json_or_yaml_text(text, source)
 
 
 def content_etag(data: Any) -> str:
@@ -823,104 +790,3 @@ def _shown(value: Any) -> str:
         return "a list"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# As json.decoder has them; not in its stubs, so restated.
-_WHITESPACE = re.compile(r"[ \t\n\r]*", re.VERBOSE | re.MULTILINE | re.DOTALL)
-_WHITESPACE_STR = " \t\n\r"
-_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
-
-
-class _JsonReader:
-    """json's pure-Python scanner with an object parser that records the line of every key
-    into LineMaps and refuses duplicate keys, as the YAML reader does."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.text = text
-        self.source = source
-        self._position = 0
-        self._line = 1
-
-    def read(self) -> Any:
-        decoder = json.JSONDecoder()
-        parse_object: Callable[..., tuple[LineMap, int]] = self._parse_object
-        decoder.parse_object = parse_object  # type: ignore[attr-defined]
-        decoder.scan_once = scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
-        return decoder.decode(self.text)
-
-    def _line_at(self, position: int) -> int:
-        # Positions only grow while parsing, so newlines are counted once, incrementally.
-        if position >= self._position:
-            self._line += self.text.count("\n", self._position, position)
-            self._position = position
-            return self._line
-        return self.text.count("\n", 0, position) + 1
-
-    def _parse_object(
-        self,
-        s_and_end: tuple[str, int],
-        strict: bool,
-        scan_once: Callable[[str, int], tuple[Any, int]],
-        object_hook: Any,
-        object_pairs_hook: Any,
-        memo: dict[str, str] | None = None,
-        _w: Callable[[str, int], Any] = _WHITESPACE.match,
-        _ws: str = _WHITESPACE_STR,
-    ) -> tuple[LineMap, int]:
-        # Follows json.decoder.JSONObject, which offers no hook for positions.
-        s, end = s_and_end
-        if memo is None:
-            memo = {}
-        mapping = LineMap(self._line_at(end - 1))
-        nextchar = s[end : end + 1]
-        if nextchar != '"':
-            if nextchar in _ws:
-                end = _w(s, end).end()
-                nextchar = s[end : end + 1]
-            if nextchar == "}":
-                return mapping, end + 1
-            if nextchar != '"':
-                raise JSONDecodeError("Expecting property name enclosed in double quotes", s, end)
-        end += 1
-        while True:
-            line = self._line_at(end - 1)
-            key, end = _scanstring(s, end, strict)
-            key = memo.setdefault(key, key)
-            if key in mapping:
-                raise ConfigError(self.source, key, "appears twice in the same mapping", line)
-            if s[end : end + 1] != ":":
-                end = _w(s, end).end()
-                if s[end : end + 1] != ":":
-                    raise JSONDecodeError("Expecting ':' delimiter", s, end)
-            end += 1
-            try:
-                if s[end] in _ws:
-                    end += 1
-                    if s[end] in _ws:
-                        end = _w(s, end + 1).end()
-            except IndexError:
-                pass
-            try:
-                value, end = scan_once(s, end)
-            except StopIteration as err:
-                raise JSONDecodeError("Expecting value", s, err.value) from None
-            mapping[key] = value
-            mapping.key_lines[key] = line
-            try:
-                nextchar = s[end]
-                if nextchar in _ws:
-                    end = _w(s, end + 1).end()
-                    nextchar = s[end]
-            except IndexError:
-                nextchar = ""
-            end += 1
-            if nextchar == "}":
-                return mapping, end
-            if nextchar != ",":
-                raise JSONDecodeError("Expecting ',' delimiter", s, end - 1)
-            comma = end - 1
-            end = _w(s, end).end()
-            nextchar = s[end : end + 1]
-            end += 1
-            if nextchar != '"':
-                raise JSONDecodeError("Illegal trailing comma before end of object", s, comma)

@@ -15,6 +15,7 @@ from gateway.policy.model import Binding, DenyRule, Policy
 from gateway.policytools.inputs import UnreadableError, read_text
 from gateway.policytools.render import finding_lines, plural
 from gateway.profile import ServiceProfile
+from gateway.runtime import collector_paused
 
 # Warning kinds, as --json and the tests name them.
 DUPLICATE = "duplicate-binding"
@@ -74,7 +75,8 @@ def check_file(path: Path, profile: ServiceProfile) -> FileReport:
     source = str(path)
     try:
         text = read_text(path)
-        policy = load_policy_text(text, source, profile.permissions)
+        with collector_paused():
+            policy = load_policy_text(text, source, profile.permissions)
     except UnreadableError as exc:
         finding = Finding(source, None, "error", "error", exc.message.removeprefix(f"{source}: "))
         return FileReport(source, (finding,), None, unreadable=True)

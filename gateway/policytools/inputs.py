@@ -23,6 +23,7 @@ from gateway.policy.roles import normalize_permission, parse_permission, predefi
 from gateway.profile import ServiceProfile, load_profile
 from gateway.resource_names import name_problem, printable
 from gateway.routing import OPERATIONS_METHODS, SERVICE_PREFIX
+from gateway.runtime import collector_paused
 
 CALLER_FORMS = (
     "a caller is user:EMAIL, serviceAccount:EMAIL, principal://... or allUsers (no credentials)"
@@ -63,7 +64,9 @@ def read_text(path: Path) -> str:
 
 def read_policy(path: Path, profile: ServiceProfile) -> Policy:
     """Load a policy as the gateway would; raises UnreadableError, or PolicyError (all problems)."""
-    return load_policy_text(read_text(path), str(path), profile.permissions)
+    text = read_text(path)
+    with collector_paused():
+        return load_policy_text(text, str(path), profile.permissions)
 
 
 def read_profile(name: str | None, path: Path | None) -> ServiceProfile:

@@ -1,4 +1,5 @@
-"""The quick YAML reader gives exactly what PyYAML's compose-and-construct path gives, or defers."""
+"""The quick YAML reader gives exactly what PyYAML's compose-and-construct path gives, or defers;
+the JSON reader gives what the YAML reader gives for JSON."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import sourcefile
 from gateway.errors import ConfigError
-from gateway.sourcefile import LineMap, _read_fully, _read_quickly, _Unusual, load_text
+from gateway.sourcefile import (
+    LineMap,
+    _read_fully,
+    _read_quickly,
+    _Unusual,
+    load_json_or_yaml_text,
+    load_text,
+)
 
 SOURCE = "f.yaml"
 
@@ -180,3 +189,45 @@ def test_generated_documents_read_as_the_full_reader_reads_them(
         at = position % (len(text) + 1)
         text = text[:at] + piece + text[at:]
     assert outcome(load_text, text) == outcome(_read_fully, text)
+
+
+# JSON that YAML reads the same way: the JSON reader must give the same data, keys and lines.
+JSON_TEXTS = {
+    "object": '{"a": [1, 2, {"b": null}], "c": "d", "e": true, "f": -7}\n',
+    "nested over lines": '{\n  "allow": [\n    {\n      "resource": "projects/p",\n'
+    '      "bindings": [{"role": "roles/viewer", "members": ["user:a@x.example"]}]\n'
+    '    }\n  ],\n  "groups": {}\n}\n',
+    "escapes": '{"a\\u00e9": "\\n\\t\\"", "b": "\\u263a"}',
+    "after whitespace": '\n\n  {"a": 1}',
+    "empty": "{}",
+    "duplicate key": '{\n  "a": 1,\n  "a": 2\n}\n',
+    "nested duplicate key": '{"a": {\n"b": 1,\n"b": 2}}',
+    "stray bom": '{"a": "x\ufeffy"}',
+    "stray bom on line 2": '{\n  "\ufeffa": 1}',
+}
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS.values(), ids=JSON_TEXTS.keys())
+@pytest.mark.parametrize("source", ["f.json", "f.yaml"])
+def test_json_reads_as_yaml_reads_it(text: str, source: str) -> None:
+    def read(text: str, _source: str) -> Any:
+        return load_json_or_yaml_text(text, source)
+
+    def as_yaml(text: str, _source: str) -> Any:
+        return load_text(text, source)
+
+    assert outcome(read, text) == outcome(as_yaml, text)
+
+
+def test_json_takes_its_own_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sourcefile, "load_text", None)  # the YAML reader is not asked
+    assert load_json_or_yaml_text('{"a": 1}', "f.yaml") == {"a": 1}
+
+
+def test_invalid_json_is_an_error_in_a_json_file_and_yaml_elsewhere() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_json_or_yaml_text('{\n  "a": 1,\n}\n', "p.json")
+    assert str(raised.value).startswith("p.json:2: not valid JSON: Illegal trailing comma")
+    flow = load_json_or_yaml_text("{a: 1, b: [x]}\n", "p.yaml")  # a YAML flow mapping
+    assert flow == {"a": 1, "b": ["x"]}
+    assert isinstance(flow, LineMap)

@@ -1,15 +1,21 @@
-"""The loader's quick way for plain bindings gives what its careful way gives; the GC after."""
+"""The loader's quick way for plain bindings gives what its careful way gives; the GC after a
+paused load."""
 
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import policygen
+from gateway import pipeline as pipeline_module
+from gateway.config import load_settings
 from gateway.policy import Policy, PolicyError, load_policy_text
-from gateway.policy.loader import _Loader
+from gateway.policy.loader import _Loader, load_policy
+from gateway.runtime import collector_paused
+from tests.support.stack import EXAMPLE_POLICY
 from tests.unit.policy.test_loader import ERRORS
 
 BINDING = "allow:\n  - resource: projects/p\n    bindings:\n      - {}\n"
@@ -99,12 +105,43 @@ def test_plain_bindings_are_not_walked_the_careful_way(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_collector_is_left_as_it_was_and_nothing_stays_frozen(enabled: bool) -> None:
+    # The pause is the callers' (the gateway's start-up and reload, the CLI), not the core's.
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
-        load_policy_text(TEXTS["generated yaml"], "p.yaml")
+        with collector_paused():
+            load_policy_text(TEXTS["generated yaml"], "p.yaml")
         assert gc.isenabled() is enabled
         assert gc.get_freeze_count() == 0
         assert gc.get_count()[0] < 1000  # the load's survivors are not left for a young sweep
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_the_gateway_loads_and_reloads_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+
+    def load(path: Path, known_permissions: frozenset[str] = frozenset()) -> Policy:
+        seen.append(gc.isenabled())
+        return load_policy(path, known_permissions)
+
+    monkeypatch.setattr(pipeline_module, "load_policy", load)
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    config = tmp_path / "opsgate.yaml"
+    config.write_text(
+        "authentication:\n  issuers:\n    - issuer: https://i\n      audiences: [a]\n"
+        "      jwks_file: jwks.json\n"
+        f"authorization:\n  policy_file: {EXAMPLE_POLICY}\n"
+    )
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        pipeline = pipeline_module.build_pipeline(load_settings(config, require_upstream=False))
+        (reloader,) = pipeline.reloaders
+        reloader._load(reloader.path)  # what a reload runs, off the event loop
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False]
