@@ -29,7 +29,7 @@ from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
 from tests.support.idp import LocalIdp, local_idp
 from tests.support.loop_thread import LoopThread
-from tests.support.stack import FULL_PROFILE, OPEN_POLICY
+from tests.support.stack import FULL_PROFILE, OPEN_POLICY, quiet_audit_yaml
 
 ISSUER = "https://idp.authn.test"
 AUDIENCE = "opsgate-authn"
@@ -81,6 +81,7 @@ def _config(tmp: Path, idp: LocalIdp, upstream: str, **issuer: Any) -> Path:
         f"    - issuer: {ISSUER}\n      audiences: [{AUDIENCE}, other-audience]\n"
         f"      jwks_uri: {idp.url('/jwks')}\n      max_lifetime_s: 3600\n{extra}"
         f"authorization:\n  policy_file: {_open_policy(tmp)}\n  profile_file: {FULL_PROFILE}\n"
+        + quiet_audit_yaml(tmp)
     )
     return path
 

@@ -23,7 +23,7 @@ from gateway.reference_upstream.seed import DONE_OPERATION
 from tests.support.bearer import with_bearer
 from tests.support.loop_thread import LoopThread
 from tests.support.policy_cases import CASES, NOT_FOUND, OK, STRANGER, Who, outcome
-from tests.support.stack import EXAMPLE_POLICY, Identity
+from tests.support.stack import EXAMPLE_POLICY, Identity, quiet_audit_yaml
 
 
 class TeamOperations(ReferenceOperationsServicer):
@@ -54,7 +54,9 @@ class InProcess:
 
 def _config(identity: Identity, directory: Path) -> Path:
     path = directory / "library.yaml"
-    path.write_text(identity.issuer_yaml() + identity.policy_yaml(EXAMPLE_POLICY))
+    path.write_text(
+        identity.issuer_yaml() + identity.policy_yaml(EXAMPLE_POLICY) + quiet_audit_yaml(directory)
+    )
     return path
 
 

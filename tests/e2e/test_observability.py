@@ -33,6 +33,7 @@ from tests.support.stack import (
     Identity,
     Stack,
     gateway_settings,
+    quiet_audit_yaml,
 )
 
 
@@ -123,7 +124,7 @@ def test_readiness_waits_for_keys_liveness_does_not(
             f"authentication:\n  issuers:\n    - issuer: {ISSUER}\n"
             f"      audiences: [{AUDIENCE}]\n      jwks_uri: {idp.url('/jwks')}\n"
             "      jwks_min_refresh_interval_s: 0.1\n"
-            f"authorization:\n  policy_file: {EXAMPLE_POLICY}\n"
+            f"authorization:\n  policy_file: {EXAMPLE_POLICY}\n" + quiet_audit_yaml(tmp_path)
         )
         gateway = loop.run(start_gateway(load_settings(config)))
         try:

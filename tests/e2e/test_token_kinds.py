@@ -37,7 +37,7 @@ from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import SigningKey, claims, ec_key, jwks, rsa_key
 from tests.support.idp import LocalIdp, Request, local_idp
 from tests.support.loop_thread import LoopThread
-from tests.support.stack import FULL_PROFILE, OPEN_POLICY
+from tests.support.stack import FULL_PROFILE, OPEN_POLICY, quiet_audit
 
 NAME = "projects/acme/locations/us-central1/operations/token-kinds"
 AUD = "https://opsgate.acme.example"
@@ -116,6 +116,7 @@ def running_stack(
             "upstream": {"target": upstream.address},
             "authentication": authentication,
             **authorization(config_path.parent),
+            "audit": quiet_audit(config_path.parent),
         }
         config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         access_log = LoggedCalls()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,9 +92,28 @@ def gateway_settings(
     path = identity.directory / "opsgate.yaml"
     path.write_text(
         f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
-        f"{identity.issuer_yaml()}{identity.policy_yaml(policy)}"
+        + identity.issuer_yaml()
+        + identity.policy_yaml(policy)
+        + quiet_audit_yaml(identity.directory)
     )
     return load_settings(path)
+
+
+_AUDIT_FILES = itertools.count()
+
+
+def quiet_audit(directory: Path) -> dict[str, Any]:
+    """The `audit` settings for a test gateway: records go to a file of its own in `directory`,
+    not to stdout, where they would end up in pytest's output (the writer thread can write
+    after a test's output capture has ended). Tests read records from a MemorySink, or set
+    the audit file they read themselves."""
+    audit_file = directory / f"audit-{next(_AUDIT_FILES)}.log"
+    return {"sink": "file", "file": {"path": str(audit_file), "fsync": "never"}}
+
+
+def quiet_audit_yaml(directory: Path) -> str:
+    """quiet_audit as the config file's `audit:` section."""
+    return f"audit: {json.dumps(quiet_audit(directory))}\n"  # JSON is YAML
 
 
 @dataclass
