@@ -94,6 +94,12 @@ class AuditStage(Stage):
                 code, message = _aborted_status(context)
                 raise
             except Exception:
+                if _ended(context):
+                    # The call was over (deadline or cancellation) when this went wrong, e.g. a
+                    # relay or a servicer's clean-up failing on a finished call: that ending is
+                    # the cause to record, and grpc is told so (no crash report).
+                    code, message = _cancellation(context, call)
+                    raise asyncio.CancelledError() from None
                 log.exception("unexpected error in %s request_id=%s", method, call.request_id)
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
                 answer = (request_id,)
@@ -143,6 +149,12 @@ def _call_state(method: str, context: grpc.aio.ServicerContext) -> CallState:
         user_agent=user_agent,
         trace_headers=tuple(trace_headers),
     )
+
+
+def _ended(context: grpc.aio.ServicerContext) -> bool:
+    """The call was cancelled, or its deadline has passed."""
+    remaining = context.time_remaining()
+    return bool(context.cancelled()) or (remaining is not None and remaining <= 0)
 
 
 def _cancellation(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,9 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.api_core import operations_v1
-from google.longrunning import operations_pb2_grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from gateway.authn.principal import Principal
+from gateway.interceptors.outcome import MemorySink
 from gateway.library import OpsgateChain, current_principal
 from gateway.reference_upstream import (
     CallLog,
@@ -129,3 +133,51 @@ def test_the_library_exports_its_stable_surface_only() -> None:
         getattr(getattr(gateway.library, name), "__module__", "") != "gateway.library"
         for name in internal
     ), internal
+
+
+class CleanUpFails(ReferenceOperationsServicer):
+    """A servicer whose clean-up fails when its call is cut short."""
+
+    async def GetOperation(self, request, context):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("clean-up failed") from None
+
+
+def test_a_failure_after_the_deadline_ended_the_call_is_recorded_as_the_deadline(
+    loop: LoopThread, identity: Identity, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Seen once under load: a relay failing on a call its deadline had just ended was recorded
+    # INTERNAL (and logged as a crash) instead of DEADLINE_EXCEEDED.
+    sink = MemorySink()
+    chain = OpsgateChain.from_config(_config(identity, tmp_path), sink=sink)
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(interceptors=chain.interceptors)
+        operations_pb2_grpc.add_OperationsServicer_to_server(
+            CleanUpFails(OperationStore(), CallLog()), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = loop.run(start())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = operations_pb2_grpc.OperationsStub(
+                with_bearer(channel, identity.token(email="alice@acme.example"))
+            )
+            with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as ended:
+                stub.GetOperation(
+                    operations_pb2.GetOperationRequest(name=DONE_OPERATION), timeout=0.3
+                )
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 10
+            while not sink.outcomes() and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        loop.run(server.stop(0))
+        assert chain.close(10)
+    assert [o.code for o in sink.outcomes()] == [grpc.StatusCode.DEADLINE_EXCEEDED]
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
