@@ -22,6 +22,14 @@ class DenyMatch(StrEnum):
     APPLIES = "applies"  # unless its condition is false: see condition_applies
 
 
+# `DenyMatch.X` is a class attribute lookup through the Enum machinery (about 60 ns on 3.11, more
+# than the set test it reports); the evaluator's hot path reads these module globals instead.
+NO_PRINCIPAL = DenyMatch.NO_PRINCIPAL
+EXEMPT = DenyMatch.EXEMPT
+EXCEPTION_PERMISSION = DenyMatch.EXCEPTION_PERMISSION
+APPLIES = DenyMatch.APPLIES
+
+
 def denies_permission(rule: DenyRule, permission: str) -> bool:
     """The rule lists the permission among its denied permissions, and not as an exception."""
     return rule.denied_permissions.matches(permission) and not rule.exception_permissions.matches(
@@ -50,12 +58,12 @@ def match_listed(
     the evaluator's index finds only such rules, and this is its hot path, so the set tests
     that settle most candidates come before the permission test, which may scan patterns."""
     if rule.denied_keys.isdisjoint(deny_keys):
-        return DenyMatch.NO_PRINCIPAL
+        return NO_PRINCIPAL
     if not rule.exception_keys.isdisjoint(allow_keys):
-        return DenyMatch.EXEMPT
+        return EXEMPT
     if rule.exception_permissions.matches(permission):
-        return DenyMatch.EXCEPTION_PERMISSION
-    return DenyMatch.APPLIES
+        return EXCEPTION_PERMISSION
+    return APPLIES
 
 
 def condition_applies(result: ConditionResult) -> bool:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from gateway.policy.cel import ConditionContext, ConditionEvaluationError
 from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry
-from gateway.policy.deny import DenyMatch, condition_applies, match, match_listed
+from gateway.policy.deny import APPLIES, DenyMatch, condition_applies, match, match_listed
 from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
 from gateway.policy.members import CallerKeys, caller_keys
 from gateway.policy.model import AccessRequest, Binding, Caller, Condition, DenyRule, Policy
@@ -157,7 +157,7 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     # so that a decision made without reading the clock is not marked time-dependent.
     pending: list[DenyRule] = []
     for rule in _deny_candidates(index, permission, chain):
-        if match_listed(rule, permission, keys.deny, keys.allow) is not DenyMatch.APPLIES:
+        if match_listed(rule, permission, keys.deny, keys.allow) is not APPLIES:
             continue
         if rule.condition is None:
             return _denied_by_rule(policy, request, keys, rule, "absent", "", False)
