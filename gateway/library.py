@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 
 from gateway.authn.principal import Principal
+from gateway.call import current_call
 from gateway.config import Settings, load_settings
-from gateway.interceptors.call import current_call
+from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders, Metadata
 from gateway.interceptors.chain import is_operations_method
-from gateway.interceptors.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders, Metadata
-from gateway.interceptors.outcome import OutcomeSink
 from gateway.interceptors.stage import Behavior, Stage
+from gateway.outcome import OutcomeSink
 from gateway.pipeline import Pipeline, build_pipeline
 
 # The stable surface of library mode; everything else in the package is internal.

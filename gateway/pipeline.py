@@ -13,9 +13,9 @@ from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.authorizer import Authorizer, PolicyHolder
 from gateway.config import RateLimitSettings, Settings
 from gateway.interceptors.chain import build_chain
-from gateway.interceptors.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.interceptors.stage import Stage
 from gateway.observability.metrics import CallMetrics, PipelineCollector
+from gateway.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
 from gateway.profile import ServiceProfile, load_profile

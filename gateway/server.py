@@ -13,9 +13,9 @@ from grpc_health.v1 import health
 from gateway import runtime
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
-from gateway.interceptors.outcome import OutcomeSink
 from gateway.observability.health import add_health_service, start_not_ready, track_readiness
 from gateway.observability.metrics_server import MetricsServer
+from gateway.outcome import OutcomeSink
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.rest.server import RestDoor, start_rest_door
 from gateway.rest.tls import server_ssl_context

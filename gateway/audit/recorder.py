@@ -12,7 +12,7 @@ from gateway.audit.logentry import project_of
 from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter, serialize
 from gateway.config import AuditSettings
-from gateway.interceptors.outcome import CallOutcome
+from gateway.outcome import CallOutcome
 from gateway.policy.decision import TraceEntry
 
 TRACE_MEMO_SIZE = 4096  # trace entries kept converted; cleared when full

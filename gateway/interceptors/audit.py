@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 
+from gateway.call import CallState, current_call
 from gateway.errors import CallFailure, Unavailable
-from gateway.interceptors.call import CallState, current_call
-from gateway.interceptors.headers import REQUEST_ID_KEY, Metadata, header_family
-from gateway.interceptors.outcome import CallOutcome, OutcomeSink, cancellation_status
+from gateway.headers import REQUEST_ID_KEY, Metadata, header_family
 from gateway.interceptors.stage import Behavior, Continuation, Stage
+from gateway.outcome import CallOutcome, OutcomeSink, cancellation_status
 from gateway.tracecontext import TRACE_HEADERS
 
 log = logging.getLogger("opsgate.chain")

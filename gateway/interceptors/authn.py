@@ -10,7 +10,7 @@ import grpc
 from gateway.authn.authenticator import Authenticator
 from gateway.authn.bearer import has_authorization
 from gateway.authn.certificates import CertificateIdentities
-from gateway.interceptors.call import current_call
+from gateway.call import current_call
 from gateway.interceptors.stage import Behavior, Stage
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 
 from gateway.authorizer import Authorizer
+from gateway.call import current_call
 from gateway.errors import permission_denied
-from gateway.interceptors.call import current_call
 from gateway.interceptors.stage import Behavior, Stage
 
 

@@ -10,10 +10,10 @@ from gateway.authorizer import Authorizer
 from gateway.interceptors.audit import AuditStage
 from gateway.interceptors.authn import AuthnStage
 from gateway.interceptors.authz import AuthzStage
-from gateway.interceptors.outcome import AccessLogSink, OutcomeSink
 from gateway.interceptors.ratelimit import RateLimitStage
 from gateway.interceptors.route import RouteStage
 from gateway.interceptors.stage import Stage
+from gateway.outcome import AccessLogSink, OutcomeSink
 from gateway.profile import ServiceProfile
 from gateway.ratelimit import RateLimiter
 from gateway.routing import SERVICE_PREFIX

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 
+from gateway.call import current_call
 from gateway.errors import rate_limited
-from gateway.interceptors.call import current_call
 from gateway.interceptors.stage import Behavior, Stage
 from gateway.ratelimit import RateLimiter
 

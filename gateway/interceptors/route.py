@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from gateway.call import current_call
 from gateway.errors import InvalidArgument, Unimplemented
-from gateway.interceptors.call import current_call
 from gateway.interceptors.stage import Behavior, Stage
 from gateway.profile import ServiceProfile
 from gateway.routing import METHODS_BY_PATH

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from gateway.interceptors.call import current_call
+from gateway.call import current_call
 
 
 class JsonFormatter(logging.Formatter):

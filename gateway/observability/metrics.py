@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.interceptors.outcome import CallOutcome
+from gateway.outcome import CallOutcome
 from gateway.routing import METHODS_BY_PATH
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from gateway.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
 from gateway.interceptors.audit import INTERNAL_MESSAGE
-from gateway.interceptors.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
 from gateway.resource_names import printable
 from gateway.rest.context import RestContext
 from gateway.rest.invoke import InProcessChain

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.interceptors.headers import GatewayHeaders
+from gateway.headers import GatewayHeaders
 from gateway.rest.context import Metadata
 
 # The headers of a gateway with the default identity header; the door is given its own.

@@ -12,7 +12,7 @@ import grpc
 from aiohttp import web
 
 from gateway.errors import ConfigError
-from gateway.interceptors.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
+from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
 from gateway.profile import ServiceProfile
 from gateway.rest.door import RestHandler
 from gateway.rest.invoke import InProcessChain

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
+from gateway.call import current_call
 from gateway.errors import RelayedStatus, Unavailable
-from gateway.interceptors.call import current_call
-from gateway.interceptors.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
+from gateway.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
 from gateway.routing import OPERATIONS_METHODS
 
 log = logging.getLogger("opsgate.upstream")

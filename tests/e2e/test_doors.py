@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2
 
 from gateway.authn.settings import CertificateIdentity, ClientCertificateConfig
 from gateway.config import RateLimitSettings
-from gateway.interceptors.outcome import MemorySink
+from gateway.outcome import MemorySink
 from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION, STAGING_OPERATION
 from gateway.server import Gateway, start_gateway

@@ -21,7 +21,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from gateway.audit.query import read_records
 from gateway.config import AuditFileSettings, AuditSettings, Settings
 from gateway.configschema import OutputFile
-from gateway.interceptors.headers import DEFAULT_IDENTITY_HEADER, header_family
+from gateway.headers import DEFAULT_IDENTITY_HEADER, header_family
 from gateway.library import OpsgateChain
 from gateway.rest.settings import RestSettings
 from gateway.server import Gateway, start_gateway

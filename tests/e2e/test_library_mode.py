@@ -15,8 +15,8 @@ from google.api_core import operations_v1
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from gateway.authn.principal import Principal
-from gateway.interceptors.outcome import MemorySink
 from gateway.library import OpsgateChain, current_principal
+from gateway.outcome import MemorySink
 from gateway.reference_upstream import (
     CallLog,
     OperationStore,

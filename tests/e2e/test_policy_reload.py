@@ -15,7 +15,7 @@ import pytest
 from google.api_core import exceptions as core_exceptions
 
 from gateway.audit.logentry import to_log_entry
-from gateway.interceptors.outcome import MemorySink
+from gateway.outcome import MemorySink
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import Gateway, start_gateway
 from tests.support.bearer import with_bearer

@@ -32,7 +32,7 @@ from google.protobuf import json_format
 
 from gateway.authn.settings import CertificateIdentity, ClientCertificateConfig
 from gateway.config import Settings
-from gateway.interceptors.outcome import CallOutcome, MemorySink
+from gateway.outcome import CallOutcome, MemorySink
 from gateway.profile import ServiceProfile
 from gateway.reference_upstream import start_reference_upstream
 from gateway.reference_upstream.seed import (

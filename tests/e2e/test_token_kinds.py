@@ -31,7 +31,7 @@ from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 
 from gateway.config import load_settings
-from gateway.interceptors.outcome import AccessLogSink, CallOutcome
+from gateway.outcome import AccessLogSink, CallOutcome
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import SigningKey, claims, ec_key, jwks, rsa_key

@@ -14,7 +14,7 @@ import grpc
 from google.api_core import operations_v1
 
 from gateway.config import Settings, load_settings
-from gateway.interceptors.outcome import MemorySink
+from gateway.outcome import MemorySink
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
 from gateway.testing.tokens import SigningKey, claims, jwks, rsa_key

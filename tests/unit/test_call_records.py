@@ -8,9 +8,9 @@ import re
 import grpc
 from prometheus_client import CollectorRegistry
 
-from gateway.interceptors.call import CallState, caller_ip, new_request_id
-from gateway.interceptors.outcome import CallOutcome
+from gateway.call import CallState, caller_ip, new_request_id
 from gateway.observability.metrics import UNKNOWN_METHOD, CallMetrics
+from gateway.outcome import CallOutcome
 
 GET = "/google.longrunning.Operations/GetOperation"
 

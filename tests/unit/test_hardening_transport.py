@@ -18,8 +18,8 @@ from gateway.authorizer import PolicyHolder
 from gateway.cli import main
 from gateway.config import load_settings
 from gateway.errors import ConfigError
-from gateway.interceptors.headers import GatewayHeaders, header_family
-from gateway.interceptors.outcome import cancellation_status
+from gateway.headers import GatewayHeaders, header_family
+from gateway.outcome import cancellation_status
 from gateway.pipeline import build_pipeline
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy_reload import PolicyReloader

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import grpc
 
-from gateway.interceptors.call import CallState
+from gateway.call import CallState
 
 
 @dataclass(frozen=True, slots=True)
