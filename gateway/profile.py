@@ -11,9 +11,9 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from gateway.errors import ConfigError, InvalidArgument, Unimplemented
+from gateway.pathtemplate import PathTemplate, TemplateError, compile_template
 from gateway.policy.roles import parse_permission
 from gateway.resource_names import name_problem, printable
-from gateway.rest.template import PathTemplate, TemplateError, compile_template
 from gateway.routing import METHODS_BY_PATH, SERVICE_PREFIX
 from gateway.sourcefile import LineMap, load_file, load_text
 

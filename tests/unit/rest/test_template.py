@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from gateway.rest.template import TemplateError, compile_template
+from gateway.pathtemplate import TemplateError, compile_template
 
 GET = "/v1/{name=projects/*/locations/*/operations/*}"
 LIST = "/v1/{name=projects/*/locations/*}/operations"
