@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.authn.settings import AuthnSettings, IntrospectionConfig
+from gateway.authn.settings import AuthnSettings, client_secret
 from gateway.configschema import (
     Binder,
     KiB,
@@ -313,26 +312,6 @@ def _check_authentication(authn: AuthnSettings, source: str) -> None:
                     "give exactly one of client_secret_file and client_secret_env",
                 )
             client_secret(introspection, source)
-
-
-def client_secret(config: IntrospectionConfig, source: str = "<config>") -> str:
-    """The introspection client secret, from its file or environment variable."""
-    key = "introspection.client_secret"
-    if config.client_secret_env is not None:
-        value = os.environ.get(config.client_secret_env)
-        if not value:
-            raise ConfigError(
-                source, key + "_env", f"environment variable {config.client_secret_env} is not set"
-            )
-        return value
-    assert config.client_secret_file is not None  # checked by _check_authentication
-    try:
-        value = config.client_secret_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(str(config.client_secret_file), key + "_file", "cannot be read") from exc
-    if not value:
-        raise ConfigError(str(config.client_secret_file), key + "_file", "is empty")
-    return value
 
 
 def _check_rate_limits(limits: tuple[RateLimitSettings, ...], source: str) -> None:

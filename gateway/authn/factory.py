@@ -24,10 +24,10 @@ from gateway.authn.settings import (
     GoogleAccessTokenConfig,
     GoogleIdTokenConfig,
     IssuerConfig,
+    client_secret,
 )
 from gateway.authn.token_cache import VerifiedTokenCache
 from gateway.authn.tokeninfo import TokenInfoSettings, TokenInfoVerifier
-from gateway.config import client_secret
 
 GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
 GOOGLE_ID_TOKEN_LIFETIME_S = 3600.0

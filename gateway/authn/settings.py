@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from gateway.configschema import check_exact_text, check_not_empty, check_positive, doc
+from gateway.errors import ConfigError
 from gateway.policy.members import escaped, is_email, is_principal_uri, parse_member
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -302,3 +304,23 @@ class AuthnSettings:
             "header carrying the verified principal to the upstream", check_identity_header
         ),
     )
+
+
+def client_secret(config: IntrospectionConfig, source: str = "<config>") -> str:
+    """The introspection client secret, from its file or environment variable."""
+    key = "introspection.client_secret"
+    if config.client_secret_env is not None:
+        value = os.environ.get(config.client_secret_env)
+        if not value:
+            raise ConfigError(
+                source, key + "_env", f"environment variable {config.client_secret_env} is not set"
+            )
+        return value
+    assert config.client_secret_file is not None  # checked by config._check_authentication
+    try:
+        value = config.client_secret_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(str(config.client_secret_file), key + "_file", "cannot be read") from exc
+    if not value:
+        raise ConfigError(str(config.client_secret_file), key + "_file", "is empty")
+    return value
