@@ -1,17 +1,42 @@
-"""The one exception tree: each RPC-facing error knows its gRPC code and google.rpc ErrorInfo."""
+"""The one exception tree: each RPC-facing error knows its google.rpc code and ErrorInfo.
+
+No transport here: the doors map a code to a gRPC status or an HTTP status.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import IntEnum
 
-import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 GOOGLE_DOMAIN = "googleapis.com"
 GATEWAY_DOMAIN = "opsgate"
+
+
+class StatusCode(IntEnum):
+    """The canonical google.rpc.Code: the same names and numbers as grpc.StatusCode's."""
+
+    OK = code_pb2.OK
+    CANCELLED = code_pb2.CANCELLED
+    UNKNOWN = code_pb2.UNKNOWN
+    INVALID_ARGUMENT = code_pb2.INVALID_ARGUMENT
+    DEADLINE_EXCEEDED = code_pb2.DEADLINE_EXCEEDED
+    NOT_FOUND = code_pb2.NOT_FOUND
+    ALREADY_EXISTS = code_pb2.ALREADY_EXISTS
+    PERMISSION_DENIED = code_pb2.PERMISSION_DENIED
+    RESOURCE_EXHAUSTED = code_pb2.RESOURCE_EXHAUSTED
+    FAILED_PRECONDITION = code_pb2.FAILED_PRECONDITION
+    ABORTED = code_pb2.ABORTED
+    OUT_OF_RANGE = code_pb2.OUT_OF_RANGE
+    UNIMPLEMENTED = code_pb2.UNIMPLEMENTED
+    INTERNAL = code_pb2.INTERNAL
+    UNAVAILABLE = code_pb2.UNAVAILABLE
+    DATA_LOSS = code_pb2.DATA_LOSS
+    UNAUTHENTICATED = code_pb2.UNAUTHENTICATED
 
 
 class OpsgateError(Exception):
@@ -34,7 +59,7 @@ class ConfigError(OpsgateError):
 class CallFailure(OpsgateError):
     """A call ends with a non-OK status: its code, message and trailing metadata to send."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: StatusCode = StatusCode.UNKNOWN
     message: str = ""
     log_detail: str = ""
 
@@ -47,7 +72,7 @@ class RelayedStatus(CallFailure):
 
     def __init__(
         self,
-        code: grpc.StatusCode,
+        code: StatusCode,
         message: str,
         trailing_metadata: tuple[tuple[str, str | bytes], ...],
     ) -> None:
@@ -87,7 +112,7 @@ class RpcError(CallFailure):
         info = error_details_pb2.ErrorInfo(
             reason=self.reason, domain=self.domain, metadata=self.metadata
         )
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=int(self.code), message=self.message)
         for message in (info, *self.extra_details()):
             status.details.add().Pack(message)
         return status
@@ -101,37 +126,37 @@ class RpcError(CallFailure):
 
 
 class InvalidArgument(RpcError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = StatusCode.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
 
 
 class Unimplemented(RpcError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = StatusCode.UNIMPLEMENTED
     default_reason = "METHOD_NOT_IMPLEMENTED"
 
 
 class Unauthenticated(RpcError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = StatusCode.UNAUTHENTICATED
     default_reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(RpcError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = StatusCode.PERMISSION_DENIED
     default_reason = "PERMISSION_DENIED"
 
 
 class Unavailable(RpcError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
 
 
 class ResourceExhausted(RpcError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 
 
 class Internal(RpcError):
-    code = grpc.StatusCode.INTERNAL
+    code = StatusCode.INTERNAL
     default_reason = "INTERNAL"
 
 

@@ -13,7 +13,7 @@ import grpc
 from gateway.call import CallState, current_call
 from gateway.errors import CallFailure, Unavailable
 from gateway.headers import REQUEST_ID_KEY, Metadata, header_family
-from gateway.interceptors.stage import Behavior, Continuation, Stage
+from gateway.interceptors.stage import Behavior, Continuation, Stage, grpc_code
 from gateway.outcome import CallOutcome, OutcomeSink, cancellation_status
 from gateway.tracecontext import TRACE_HEADERS
 
@@ -83,7 +83,7 @@ class AuditStage(Stage):
                 )
                 return response
             except CallFailure as failure:
-                code, message = failure.code, failure.message
+                code, message = grpc_code(failure.code), failure.message
                 detail, reason = failure.log_detail, getattr(failure, "reason", None)
                 answer = _with_request_id(failure.trailing_metadata(), request_id)
             except asyncio.CancelledError:

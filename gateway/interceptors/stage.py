@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from gateway.errors import StatusCode
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
@@ -42,3 +44,18 @@ class Stage(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
     @abc.abstractmethod
     def wrap(self, behavior: Behavior, method: str) -> Behavior:
         """Return a behaviour that does this stage's work around `behavior`."""
+
+
+# The door's mapping between the gateway's google.rpc codes and grpc's own status codes (the same
+# numbers and names), built once.
+_GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def grpc_code(code: StatusCode) -> grpc.StatusCode:
+    """The grpc.StatusCode a door answers a failure's google.rpc code with."""
+    return _GRPC_CODES[code]
+
+
+def rpc_code(code: grpc.StatusCode) -> StatusCode:
+    """The google.rpc code of a grpc.StatusCode (e.g. one a servicer aborted with)."""
+    return StatusCode(code.value[0])

@@ -12,8 +12,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from gateway.errors import StatusCode
 from gateway.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
 from gateway.interceptors.audit import INTERNAL_MESSAGE
+from gateway.interceptors.stage import rpc_code
 from gateway.resource_names import printable
 from gateway.rest.context import RestContext
 from gateway.rest.invoke import InProcessChain
@@ -52,26 +54,26 @@ class RestHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self.closing:
-            return _error(503, grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, close=True)
+            return _error(503, StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, close=True)
         path = request.rel_url.raw_path  # as sent: a percent-encoded name stays encoded
         found = self._routes.match(request.method, path)
         if found is None:
             log.debug("no REST rule matches %s %s", request.method, printable(path))
-            return _error(404, grpc.StatusCode.NOT_FOUND, NOT_FOUND_MESSAGE)
+            return _error(404, StatusCode.NOT_FOUND, NOT_FOUND_MESSAGE)
         if isinstance(found, WrongVerb):
             allowed = ", ".join(found.allowed)
             message = f"Method {request.method} is not allowed here; use {allowed}."
-            return _error(405, grpc.StatusCode.UNIMPLEMENTED, message, {"Allow": allowed})
+            return _error(405, StatusCode.UNIMPLEMENTED, message, {"Allow": allowed})
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             message = f"The request body is larger than {request.client_max_size} bytes."
-            return _error(413, grpc.StatusCode.RESOURCE_EXHAUSTED, message, close=True)
+            return _error(413, StatusCode.RESOURCE_EXHAUSTED, message, close=True)
         try:
             timeout = _timeout(request.headers)
             request_bytes = build_request(found, list(request.query.items()), body)
         except BadRequest as exc:
-            return _error(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return _error(400, StatusCode.INVALID_ARGUMENT, str(exc))
         task = asyncio.current_task()
         if task is not None:
             self.inflight.add(task)
@@ -105,7 +107,7 @@ class RestHandler:
         except TimeoutError:
             # The chain saw the cancellation with no time left and recorded DEADLINE_EXCEEDED.
             context.finish()
-            return _error(504, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.")
+            return _error(504, StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.")
         except asyncio.CancelledError:
             # The client went away (aiohttp cancels the handler): the chain recorded CANCELLED
             # (DEADLINE_EXCEEDED if it gave up at its X-Server-Timeout, just before our timer)
@@ -115,14 +117,14 @@ class RestHandler:
         except Exception:
             log.exception("unexpected error running %s over REST", found.route.method)
             context.finish()
-            return _error(500, grpc.StatusCode.UNKNOWN, INTERNAL_MESSAGE)
+            return _error(500, StatusCode.UNKNOWN, INTERNAL_MESSAGE)
         context.finish()
         headers = _request_id(context)
         try:
             text = response_json(found, answer)
         except (DecodeError, json_format.Error, TypeError) as exc:
             log.warning("cannot render the %s answer as JSON: %s", found.route.method, exc)
-            return _error(500, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, headers)
+            return _error(500, StatusCode.INTERNAL, INTERNAL_MESSAGE, headers)
         return web.Response(
             text=text, content_type="application/json", charset="utf-8", headers=headers
         )
@@ -149,22 +151,21 @@ def _request_id(context: RestContext) -> dict[str, str]:
 
 
 def _status_response(context: RestContext) -> web.Response:
-    code = context.code()
-    if not isinstance(code, grpc.StatusCode):
-        code = grpc.StatusCode.UNKNOWN
+    answered = context.code()
+    code = rpc_code(answered) if isinstance(answered, grpc.StatusCode) else StatusCode.UNKNOWN
     details = status_details(context.trailing_metadata())
     headers = _request_id(context)
     delay = retry_after(details)
     if delay is not None:
         headers["Retry-After"] = delay
-    if code is grpc.StatusCode.UNAUTHENTICATED:
+    if code is StatusCode.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = 'Bearer realm="opsgate"'  # RFC 6750 3
     return _json(http_status(code), error_body(code, context.details() or "", details), headers)
 
 
 def _error(
     status: int,
-    code: grpc.StatusCode,
+    code: StatusCode,
     message: str,
     headers: Mapping[str, str] | None = None,
     *,

@@ -1,4 +1,4 @@
-"""gRPC status → HTTP status and Google's JSON error body, as Google's REST APIs answer errors."""
+"""google.rpc code → HTTP status and Google's JSON error body, as Google's REST APIs answer."""
 
 from __future__ import annotations
 
@@ -7,40 +7,38 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import grpc
-
 # Imported so that the Any details the gateway and upstreams send resolve in the default pool.
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from gateway.errors import STATUS_DETAILS_KEY
+from gateway.errors import STATUS_DETAILS_KEY, StatusCode
 
 log = logging.getLogger("opsgate.rest")
 
 # google/rpc/code.proto gives each code its HTTP mapping; google.api_core.exceptions agrees.
-HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
+HTTP_STATUS: dict[StatusCode, int] = {
+    StatusCode.OK: 200,
+    StatusCode.CANCELLED: 499,
+    StatusCode.UNKNOWN: 500,
+    StatusCode.INVALID_ARGUMENT: 400,
+    StatusCode.DEADLINE_EXCEEDED: 504,
+    StatusCode.NOT_FOUND: 404,
+    StatusCode.ALREADY_EXISTS: 409,
+    StatusCode.PERMISSION_DENIED: 403,
+    StatusCode.UNAUTHENTICATED: 401,
+    StatusCode.RESOURCE_EXHAUSTED: 429,
+    StatusCode.FAILED_PRECONDITION: 400,
+    StatusCode.ABORTED: 409,
+    StatusCode.OUT_OF_RANGE: 400,
+    StatusCode.UNIMPLEMENTED: 501,
+    StatusCode.INTERNAL: 500,
+    StatusCode.UNAVAILABLE: 503,
+    StatusCode.DATA_LOSS: 500,
 }
 
 
-def http_status(code: grpc.StatusCode) -> int:
+def http_status(code: StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
@@ -56,7 +54,7 @@ def status_details(trailing: Iterable[tuple[str, str | bytes]] | None) -> status
 
 
 def error_body(
-    code: grpc.StatusCode, message: str, details: status_pb2.Status | None = None
+    code: StatusCode, message: str, details: status_pb2.Status | None = None
 ) -> dict[str, Any]:
     """`{"error": {"code", "message", "status"[, "details"]}}`, details as proto3 JSON."""
     error: dict[str, Any] = {"code": http_status(code), "message": message, "status": code.name}

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from gateway.call import current_call
-from gateway.errors import RelayedStatus, Unavailable
+from gateway.errors import RelayedStatus, StatusCode, Unavailable
 from gateway.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
 from gateway.routing import OPERATIONS_METHODS
 
@@ -158,7 +158,7 @@ class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
             return Unavailable(
                 "The service is currently unavailable.", reason="UPSTREAM_UNAVAILABLE"
             )
-        return RelayedStatus(code, err.details() or "", trailing)
+        return RelayedStatus(StatusCode(code.value[0]), err.details() or "", trailing)
 
     def _never_answered(self, err: grpc.aio.AioRpcError) -> bool:
         """The upstream did not send this status: the channel is down, or gRPC's own transport

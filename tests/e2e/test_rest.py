@@ -32,6 +32,7 @@ from google.protobuf import json_format
 
 from gateway.authn.settings import CertificateIdentity, ClientCertificateConfig
 from gateway.config import Settings
+from gateway.errors import StatusCode
 from gateway.outcome import CallOutcome, MemorySink
 from gateway.profile import ServiceProfile
 from gateway.reference_upstream import start_reference_upstream
@@ -502,7 +503,7 @@ def test_example_policy_over_rest(
     if not isinstance(routed, Matched):  # e.g. a name no REST path can spell: no such URL
         assert reply.status == 404
         return
-    assert reply.status == HTTP_STATUS[grpc.StatusCode[expected]], reply.body
+    assert reply.status == HTTP_STATUS[StatusCode[expected]], reply.body
     assert (rest.upstream_calls() > before) == (expected in (OK, NOT_FOUND))
 
 

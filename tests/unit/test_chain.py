@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+
 from gateway.config import load_settings
+from gateway.errors import StatusCode
 from gateway.interceptors.chain import CHAIN_ORDER
+from gateway.interceptors.stage import grpc_code, rpc_code
 from gateway.pipeline import build_pipeline
 from tests.support.stack import EXAMPLE_POLICY
 
@@ -21,3 +25,10 @@ def test_chain_order_is_audit_authn_ratelimit_route_authz(tmp_path: Path) -> Non
     pipeline = build_pipeline(load_settings(config, require_upstream=False))
     assert CHAIN_ORDER == ("audit", "authn", "ratelimit", "route", "authz")
     assert [stage.name for stage in pipeline.chain] == list(CHAIN_ORDER)
+
+
+def test_the_grpc_door_maps_every_code_both_ways() -> None:
+    for code in StatusCode:
+        assert grpc_code(code).name == code.name
+        assert rpc_code(grpc_code(code)) is code
+    assert {grpc_code(code) for code in StatusCode} == set(grpc.StatusCode)

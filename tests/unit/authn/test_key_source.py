@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from gateway.authn.key_source import (
@@ -21,7 +20,7 @@ from gateway.authn.key_source import (
     jwks_uri_fetcher,
 )
 from gateway.authn.keys import VerificationKey
-from gateway.errors import RpcError
+from gateway.errors import RpcError, StatusCode
 from tests.support.idp import LocalIdp, local_idp
 from tests.support.keys import SigningKey, ec_key, ed_key, jwks, rsa_key
 from tests.support.loop_thread import LoopThread
@@ -105,12 +104,12 @@ def rejected(loop: LoopThread, keys: JwksKeySource, kid: str | None, alg: str) -
 
 
 def assert_invalid(error: RpcError) -> None:
-    assert error.code == grpc.StatusCode.UNAUTHENTICATED
+    assert error.code == StatusCode.UNAUTHENTICATED
     assert error.reason == "JWT_TOKEN_INVALID"
 
 
 def assert_unavailable(error: RpcError) -> None:
-    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.code == StatusCode.UNAVAILABLE
     assert error.reason == "AUTHENTICATION_BACKEND_UNAVAILABLE"
 
 

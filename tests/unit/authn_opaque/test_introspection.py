@@ -10,11 +10,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-import grpc
 import pytest
 
 from gateway.authn.introspection import IntrospectionSettings, Introspector
-from gateway.errors import RpcError
+from gateway.errors import RpcError, StatusCode
 from tests.support.idp import LocalIdp, local_idp
 from tests.support.loop_thread import LoopThread
 from tests.unit.authn_opaque.test_token_cache import (
@@ -30,9 +29,9 @@ CLIENT_ID = "opsgate gw:1"  # a space and a colon, to see RFC 6749 2.3.1 encodin
 CLIENT_SECRET = "s3cr/et+=:é"
 ACTIVE = {"active": True, "sub": "alice", "client_id": "cli", "scope": "ops.read", "exp": NOW + 600}
 
-INVALID = (grpc.StatusCode.UNAUTHENTICATED, "JWT_TOKEN_INVALID")
-EXPIRED = (grpc.StatusCode.UNAUTHENTICATED, "ACCESS_TOKEN_EXPIRED")
-UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "AUTHENTICATION_BACKEND_UNAVAILABLE")
+INVALID = (StatusCode.UNAUTHENTICATED, "JWT_TOKEN_INVALID")
+EXPIRED = (StatusCode.UNAUTHENTICATED, "ACCESS_TOKEN_EXPIRED")
+UNAVAILABLE = (StatusCode.UNAVAILABLE, "AUTHENTICATION_BACKEND_UNAVAILABLE")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +112,7 @@ def test_unusable_answers_are_refused_without_leaking_the_token(
     caplog: pytest.LogCaptureFixture,
     status: int,
     body: Any,
-    expected: tuple[grpc.StatusCode, str],
+    expected: tuple[StatusCode, str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     idp.serve_json(PATH, body, status=status)
@@ -235,6 +234,6 @@ def test_concurrent_callers_each_get_their_own_unavailable_error(
         return await asyncio.gather(*calls, return_exceptions=True)
 
     errors = loop.run(twenty_calls())
-    assert all(isinstance(e, RpcError) and e.code == grpc.StatusCode.UNAVAILABLE for e in errors)
+    assert all(isinstance(e, RpcError) and e.code == StatusCode.UNAVAILABLE for e in errors)
     assert len({id(e) for e in errors}) == 20
     assert idp.hit_count(PATH) == 1

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import pytest
 
 from gateway.authn.token_cache import (
@@ -25,7 +24,7 @@ from gateway.authn.token_cache import (
     expiry_rejection,
     token_digest,
 )
-from gateway.errors import RpcError, verification_unavailable
+from gateway.errors import RpcError, StatusCode, verification_unavailable
 from tests.support.idp import LocalIdp
 
 NOW = 1_700_000_000.0
@@ -311,7 +310,7 @@ def test_each_waiter_gets_its_own_unavailable_error(caplog: pytest.LogCaptureFix
         )
 
     errors = asyncio.run(scenario())
-    assert all(isinstance(e, RpcError) and e.code == grpc.StatusCode.UNAVAILABLE for e in errors)
+    assert all(isinstance(e, RpcError) and e.code == StatusCode.UNAVAILABLE for e in errors)
     assert len({id(e) for e in errors}) == 5
     assert isinstance(errors[0], RpcError)
     assert errors[0].log_detail == "test: endpoint down"

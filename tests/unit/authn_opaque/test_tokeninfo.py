@@ -7,11 +7,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import grpc
 import pytest
 
 from gateway.authn.tokeninfo import TokenInfoSettings, TokenInfoVerifier
-from gateway.errors import RpcError
+from gateway.errors import RpcError, StatusCode
 from tests.support.idp import LocalIdp, local_idp
 from tests.support.loop_thread import LoopThread
 from tests.unit.authn_opaque.test_token_cache import (
@@ -27,9 +26,9 @@ EXP = int(NOW) + 3599
 CLIENT = "123-abc.apps.googleusercontent.com"
 DROP = object()  # a key the answer leaves out
 
-INVALID = (grpc.StatusCode.UNAUTHENTICATED, "JWT_TOKEN_INVALID")
-EXPIRED = (grpc.StatusCode.UNAUTHENTICATED, "ACCESS_TOKEN_EXPIRED")
-UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "AUTHENTICATION_BACKEND_UNAVAILABLE")
+INVALID = (StatusCode.UNAUTHENTICATED, "JWT_TOKEN_INVALID")
+EXPIRED = (StatusCode.UNAUTHENTICATED, "ACCESS_TOKEN_EXPIRED")
+UNAVAILABLE = (StatusCode.UNAVAILABLE, "AUTHENTICATION_BACKEND_UNAVAILABLE")
 
 
 def google_answer(**changes: Any) -> dict[str, Any]:
@@ -162,7 +161,7 @@ def test_unusable_tokens_and_answers_are_refused_without_leaking_the_token(
     caplog: pytest.LogCaptureFixture,
     status: int,
     body: Any,
-    expected: tuple[grpc.StatusCode, str],
+    expected: tuple[StatusCode, str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     idp.serve_json(PATH, body, status=status)

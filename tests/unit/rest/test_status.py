@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.api_core import exceptions as core_exceptions
 
-from gateway.errors import permission_denied, rate_limited
+from gateway.errors import StatusCode, permission_denied, rate_limited
 from gateway.rest.status import HTTP_STATUS, error_body, retry_after, status_details
 
 # google/rpc/code.proto, code by code.
@@ -33,15 +33,19 @@ EXPECTED = {
 
 def test_every_code_has_googles_http_status() -> None:
     assert {code.name: status for code, status in HTTP_STATUS.items()} == EXPECTED
-    assert set(HTTP_STATUS) == set(grpc.StatusCode)
+    assert set(HTTP_STATUS) == set(StatusCode)
+    assert {(c.value, c.name) for c in StatusCode} == {
+        (c.value[0], c.name) for c in grpc.StatusCode
+    }
 
 
 @pytest.mark.parametrize("code", [c for c in grpc.StatusCode if c is not grpc.StatusCode.OK])
 def test_agrees_with_google_api_core(code: grpc.StatusCode) -> None:
     known = core_exceptions.exception_class_for_grpc_status(code).code
     if known is not None:  # api-core leaves UNKNOWN and DATA_LOSS without one
-        assert HTTP_STATUS[code] == known
-        assert core_exceptions.exception_class_for_http_status(HTTP_STATUS[code]).code == known
+        status = HTTP_STATUS[StatusCode(code.value[0])]
+        assert status == known
+        assert core_exceptions.exception_class_for_http_status(status).code == known
 
 
 def test_error_body_is_googles_shape() -> None:
@@ -65,7 +69,7 @@ def test_error_body_is_googles_shape() -> None:
 
 
 def test_error_without_details_has_no_details_key() -> None:
-    assert error_body(grpc.StatusCode.NOT_FOUND, "gone") == {
+    assert error_body(StatusCode.NOT_FOUND, "gone") == {
         "error": {"code": 404, "message": "gone", "status": "NOT_FOUND"}
     }
 
