@@ -7,9 +7,8 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-import grpc
-
 from gateway.call import CallState
+from gateway.errors import StatusCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +16,7 @@ class CallOutcome:
     """The final status of one call and how long the gateway held it."""
 
     call: CallState
-    code: grpc.StatusCode
+    code: StatusCode  # the google.rpc code; the door maps it to its own status
     message: str
     latency_s: float
     detail: str = ""  # why, in our words (RpcError.log_detail); never token material
@@ -38,14 +37,14 @@ DEADLINE_MESSAGE = "Deadline exceeded."
 CANCELLED_MESSAGE = "The call was cancelled by the client."
 
 
-def cancellation_status(remaining: float | None, elapsed: float) -> tuple[grpc.StatusCode, str]:
+def cancellation_status(remaining: float | None, elapsed: float) -> tuple[StatusCode, str]:
     """How to record a call cancelled with `remaining` seconds of its deadline left (None: it
     had none) after `elapsed` seconds: DEADLINE_EXCEEDED if the deadline was the cause."""
     if remaining is not None:
         budget = elapsed + max(remaining, 0.0)
         if remaining <= DEADLINE_TOLERANCE_S + DEADLINE_TOLERANCE_SHARE * budget:
-            return grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE
-    return grpc.StatusCode.CANCELLED, CANCELLED_MESSAGE
+            return StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE
+    return StatusCode.CANCELLED, CANCELLED_MESSAGE
 
 
 class OutcomeSink(Protocol):

@@ -84,7 +84,7 @@ class AuditRecorder:
             token_kind=principal.token_kind if principal is not None else None,
             caller_ip=call.peer,
             user_agent=call.user_agent,
-            status_code=outcome.code.value[0],
+            status_code=int(outcome.code),
             status_message=outcome.message,
             reason=outcome.reason,
             detail=outcome.detail,

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 
 from gateway.call import CallState, current_call
-from gateway.errors import CallFailure, Unavailable
+from gateway.errors import CallFailure, StatusCode, Unavailable
 from gateway.headers import REQUEST_ID_KEY, Metadata, header_family
-from gateway.interceptors.stage import Behavior, Continuation, Stage, grpc_code
+from gateway.interceptors.stage import Behavior, Continuation, Stage, grpc_code, rpc_code
 from gateway.outcome import CallOutcome, OutcomeSink, cancellation_status
 from gateway.tracecontext import TRACE_HEADERS
 
@@ -71,7 +71,7 @@ class AuditStage(Stage):
             call = _call_state(method, context)
             token = current_call.set(call)
             self.in_flight += 1
-            code, message, detail, reason = grpc.StatusCode.OK, "", "", None
+            code, message, detail, reason = StatusCode.OK, "", "", None
             request_id = (REQUEST_ID_KEY, call.request_id)
             answer: Metadata = ()  # the failure's trailing metadata
             try:
@@ -83,7 +83,7 @@ class AuditStage(Stage):
                 )
                 return response
             except CallFailure as failure:
-                code, message = grpc_code(failure.code), failure.message
+                code, message = failure.code, failure.message
                 detail, reason = failure.log_detail, getattr(failure, "reason", None)
                 answer = _with_request_id(failure.trailing_metadata(), request_id)
             except asyncio.CancelledError:
@@ -101,7 +101,7 @@ class AuditStage(Stage):
                     code, message = _cancellation(context, call)
                     raise asyncio.CancelledError() from None
                 log.exception("unexpected error in %s request_id=%s", method, call.request_id)
-                code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+                code, message = StatusCode.INTERNAL, INTERNAL_MESSAGE
                 answer = (request_id,)
             finally:
                 # Recorded before the caller can see the answer: whoever reads the trail after
@@ -110,7 +110,7 @@ class AuditStage(Stage):
                 latency = time.perf_counter() - call.started
                 sink.record(CallOutcome(call, code, message, latency, detail, reason))
                 current_call.reset(token)  # after recording, so log lines carry the request id
-            await context.abort(code, message, answer)  # only failures get here
+            await context.abort(grpc_code(code), message, answer)  # only failures get here
 
         return audited
 
@@ -119,9 +119,9 @@ class AuditStage(Stage):
 
         async def unimplemented(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
             call = _call_state(method, context)
-            code, message = grpc.StatusCode.UNIMPLEMENTED, UNIMPLEMENTED_MESSAGE
+            code, message = StatusCode.UNIMPLEMENTED, UNIMPLEMENTED_MESSAGE
             sink.record(CallOutcome(call, code, message, time.perf_counter() - call.started))
-            await context.abort(code, message, ((REQUEST_ID_KEY, call.request_id),))
+            await context.abort(grpc_code(code), message, ((REQUEST_ID_KEY, call.request_id),))
 
         return unimplemented
 
@@ -157,9 +157,7 @@ def _ended(context: grpc.aio.ServicerContext) -> bool:
     return bool(context.cancelled()) or (remaining is not None and remaining <= 0)
 
 
-def _cancellation(
-    context: grpc.aio.ServicerContext, call: CallState
-) -> tuple[grpc.StatusCode, str]:
+def _cancellation(context: grpc.aio.ServicerContext, call: CallState) -> tuple[StatusCode, str]:
     return cancellation_status(context.time_remaining(), time.perf_counter() - call.started)
 
 
@@ -172,8 +170,8 @@ def _with_request_id(trailing: Any, request_id: tuple[str, str]) -> Metadata:
     return (*kept, request_id)
 
 
-def _aborted_status(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
+def _aborted_status(context: grpc.aio.ServicerContext) -> tuple[StatusCode, str]:
     code = context.code()
     if not isinstance(code, grpc.StatusCode):
-        code = grpc.StatusCode.UNKNOWN
-    return code, context.details() or ""
+        return StatusCode.UNKNOWN, context.details() or ""
+    return rpc_code(code), context.details() or ""

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.errors import StatusCode
 from gateway.outcome import CallOutcome
 from gateway.routing import METHODS_BY_PATH
 
@@ -55,7 +55,7 @@ class CallMetrics:
         # (method, code, decision) -> the label children it records into, bound on first use:
         # `.labels()` per call would re-validate and look up the labels every time. Bounded:
         # every path nobody serves is the one method UNKNOWN_METHOD.
-        self._children: dict[tuple[str, grpc.StatusCode, str], _Children] = {}
+        self._children: dict[tuple[str, StatusCode, str], _Children] = {}
 
     def record(self, outcome: CallOutcome) -> None:
         call = outcome.call
@@ -72,7 +72,7 @@ class CallMetrics:
         if upstream is not None:
             children.upstream_latency.observe(upstream)
 
-    def _bind(self, key: tuple[str, grpc.StatusCode, str]) -> _Children:
+    def _bind(self, key: tuple[str, StatusCode, str]) -> _Children:
         method, code, decision = key
         name = method.rsplit("/", 1)[-1]  # "/google.longrunning.Operations/GetOperation"
         children = self._children[key] = _Children(

@@ -15,6 +15,7 @@ from google.api_core import operations_v1
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from gateway.authn.principal import Principal
+from gateway.errors import StatusCode
 from gateway.library import OpsgateChain, current_principal
 from gateway.outcome import MemorySink
 from gateway.reference_upstream import (
@@ -179,5 +180,5 @@ def test_a_failure_after_the_deadline_ended_the_call_is_recorded_as_the_deadline
     finally:
         loop.run(server.stop(0))
         assert chain.close(10)
-    assert [o.code for o in sink.outcomes()] == [grpc.StatusCode.DEADLINE_EXCEEDED]
+    assert [o.code for o in sink.outcomes()] == [StatusCode.DEADLINE_EXCEEDED]
     assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]

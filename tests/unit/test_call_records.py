@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 
-import grpc
 from prometheus_client import CollectorRegistry
 
 from gateway.call import CallState, caller_ip, new_request_id
+from gateway.errors import StatusCode
 from gateway.observability.metrics import UNKNOWN_METHOD, CallMetrics
 from gateway.outcome import CallOutcome
 
@@ -61,9 +61,9 @@ def test_metrics_label_paths_nobody_serves_as_one_method() -> None:
     metrics = CallMetrics(registry)
     for index in range(50):  # a caller inventing paths must not invent metric series
         call = CallState(f"/evil.Service/Method{index}")
-        metrics.record(CallOutcome(call, grpc.StatusCode.UNIMPLEMENTED, "", 0.001))
-    metrics.record(CallOutcome(CallState(GET), grpc.StatusCode.UNAUTHENTICATED, "", 0.001))
-    metrics.record(CallOutcome(CallState(GET), grpc.StatusCode.UNAUTHENTICATED, "", 0.001))
+        metrics.record(CallOutcome(call, StatusCode.UNIMPLEMENTED, "", 0.001))
+    metrics.record(CallOutcome(CallState(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
+    metrics.record(CallOutcome(CallState(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
     assert _count(registry, UNKNOWN_METHOD, "UNIMPLEMENTED") == 50
     assert _count(registry, "GetOperation", "UNAUTHENTICATED") == 2
     series = {

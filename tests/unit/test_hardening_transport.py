@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from gateway.authorizer import PolicyHolder
 from gateway.cli import main
 from gateway.config import load_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StatusCode
 from gateway.headers import GatewayHeaders, header_family
 from gateway.outcome import cancellation_status
 from gateway.pipeline import build_pipeline
@@ -415,8 +414,8 @@ def test_the_gateway_never_reads_a_file_otherwise_than_plain_pyyaml(
 
 # -- 8. The audit record names the deadline when the deadline ended the call
 
-DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
-CANCELLED = grpc.StatusCode.CANCELLED
+DEADLINE = StatusCode.DEADLINE_EXCEEDED
+CANCELLED = StatusCode.CANCELLED
 
 
 @pytest.mark.parametrize(
@@ -444,7 +443,5 @@ CANCELLED = grpc.StatusCode.CANCELLED
         "a-minute-before-an-hour",
     ],
 )
-def test_cancellation_status(
-    remaining: float | None, elapsed: float, code: grpc.StatusCode
-) -> None:
+def test_cancellation_status(remaining: float | None, elapsed: float, code: StatusCode) -> None:
     assert cancellation_status(remaining, elapsed)[0] is code

@@ -77,8 +77,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("gateway.call", "gateway.profile"),
     # type only: the metrics collector reads the pipeline's gauges at scrape time.
     ("gateway.observability.metrics", "gateway.pipeline"),
-    # CallOutcome.code is a grpc.StatusCode.
-    ("gateway.outcome", "grpc"),
     # The stages are grpc.aio interceptors today; door-neutral stages will drop grpc.
     ("gateway.interceptors.audit", "grpc"),
     ("gateway.interceptors.authn", "grpc"),
