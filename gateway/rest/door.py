@@ -16,6 +16,7 @@ from gateway.errors import StatusCode
 from gateway.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
 from gateway.interceptors.audit import INTERNAL_MESSAGE
 from gateway.interceptors.stage import rpc_code
+from gateway.outcome import DEADLINE_MESSAGE
 from gateway.resource_names import printable
 from gateway.rest.context import RestContext
 from gateway.rest.invoke import InProcessChain
@@ -107,7 +108,7 @@ class RestHandler:
         except TimeoutError:
             # The chain saw the cancellation with no time left and recorded DEADLINE_EXCEEDED.
             context.finish()
-            return _error(504, StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded.")
+            return _error(504, StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
         except asyncio.CancelledError:
             # The client went away (aiohttp cancels the handler): the chain recorded CANCELLED
             # (DEADLINE_EXCEEDED if it gave up at its X-Server-Timeout, just before our timer)

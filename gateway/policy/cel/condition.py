@@ -41,11 +41,6 @@ class CompiledCondition:
             ) from exc
 
 
-def compile_condition(expression: str, title: str = "") -> CompiledCondition:
-    """Parse, type-check and compile once; raises ConditionError for anything unusable."""
-    return _compile(expression, title)
-
-
 # --------------------------------------------------------------------------------------------
 # The CEL library (common-expression-language, module `cel`) is a second, independent parser:
 # an expression must satisfy both it and ours. It never evaluates anything: a library with its
@@ -67,7 +62,8 @@ def _library_syntax_error(expression: str, exc: Exception) -> ConditionError:
     return ConditionError(found.group(3).strip(), offset + 1)
 
 
-def _compile(expression: str, title: str) -> CompiledCondition:
+def compile_condition(expression: str, title: str = "") -> CompiledCondition:
+    """Parse, type-check and compile once; raises ConditionError for anything unusable."""
     if not isinstance(expression, str):
         raise ConditionError(
             f"a condition expression must be a string, not {type(expression).__name__}"
