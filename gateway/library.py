@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from gateway.authn.principal import Principal
 from gateway.call import current_call
 from gateway.config import Settings, load_settings
-from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders, Metadata
-from gateway.interceptors.chain import is_operations_method
-from gateway.interceptors.stage import Behavior, Stage
+from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
+from gateway.interceptors.chain import ChainInterceptor
 from gateway.outcome import OutcomeSink
 from gateway.pipeline import Pipeline, build_pipeline
 
@@ -22,7 +19,7 @@ __all__ = ["OpsgateChain", "Principal", "current_principal"]
 
 
 class OpsgateChain:
-    """The interceptors to pass to grpc.aio.server(interceptors=...), built from a config file.
+    """The interceptor to pass to grpc.aio.server(interceptors=...), built from a config file.
 
     Example::
 
@@ -42,8 +39,8 @@ class OpsgateChain:
         self, pipeline: Pipeline, identity_header: str | None = DEFAULT_IDENTITY_HEADER
     ) -> None:
         self.pipeline = pipeline
-        self._servicer_view = _ServicerMetadataStage(
-            is_operations_method, GatewayHeaders(identity_header)
+        self._interceptor = ChainInterceptor(
+            pipeline.runner, servicer_headers=GatewayHeaders(identity_header)
         )
 
     @classmethod
@@ -57,7 +54,8 @@ class OpsgateChain:
 
     @property
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return [*self.pipeline.chain, self._servicer_view]
+        """One interceptor running the whole chain (audit, authn, ratelimit, route, authz)."""
+        return [self._interceptor]
 
     async def prefetch(self) -> None:
         await self.pipeline.authn.prefetch()
@@ -71,42 +69,3 @@ def current_principal() -> Principal | None:
     """Inside a servicer method behind the chain: the verified caller of this call."""
     call = current_call.get(None)
     return call.principal if call is not None else None
-
-
-class _ServicerMetadataStage(Stage):
-    """The innermost stage in library mode: hands the servicer a context whose metadata has no
-    smuggled keys. The proxy's forwarder drops them itself; here nothing else would."""
-
-    name = "servicer-metadata"
-
-    def __init__(self, applies: Callable[[str], bool], headers: GatewayHeaders) -> None:
-        super().__init__(applies)
-        self._headers = headers
-
-    def wrap(self, behavior: Behavior, method: str) -> Behavior:
-        scrub = self._headers.without_smuggled
-
-        async def scrubbed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metadata = context.invocation_metadata() or ()
-            kept = scrub(metadata)
-            if len(kept) == len(metadata):  # the usual case: the servicer gets grpc's own context
-                return await behavior(request, context)
-            return await behavior(request, _MetadataView(context, kept))
-
-        return scrubbed
-
-
-class _MetadataView:
-    """A servicer context that shows `metadata` as the call's and is otherwise the call's own."""
-
-    __slots__ = ("_context", "_metadata")
-
-    def __init__(self, context: grpc.aio.ServicerContext, metadata: Metadata) -> None:
-        self._context = context
-        self._metadata = metadata
-
-    def invocation_metadata(self) -> Metadata:
-        return self._metadata
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)

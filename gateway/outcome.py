@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.call import CallState
+from gateway.call import Call
 from gateway.errors import StatusCode
 
 
@@ -15,7 +15,7 @@ from gateway.errors import StatusCode
 class CallOutcome:
     """The final status of one call and how long the gateway held it."""
 
-    call: CallState
+    call: Call
     code: StatusCode  # the google.rpc code; the door maps it to its own status
     message: str
     latency_s: float

@@ -1,4 +1,4 @@
-"""Builds the checks every call goes through from Settings: for the proxy and for library mode."""
+"""Builds from Settings the pipeline every door runs its calls through: stages, engines, sinks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from gateway.authn.certificates import CertificateIdentities
 from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.authorizer import Authorizer, PolicyHolder
 from gateway.config import RateLimitSettings, Settings
-from gateway.interceptors.chain import build_chain
-from gateway.interceptors.stage import Stage
 from gateway.observability.metrics import CallMetrics, PipelineCollector
 from gateway.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.policy.loader import load_policy
@@ -21,13 +19,20 @@ from gateway.policy_reload import PolicyReloader
 from gateway.profile import ServiceProfile, load_profile
 from gateway.ratelimit import LimitRule, RateLimiter
 from gateway.runtime import collector_paused
+from gateway.stages.audit import AuditStage
+from gateway.stages.authn import AuthnStage
+from gateway.stages.authz import AuthzStage
+from gateway.stages.base import CheckStage
+from gateway.stages.chain import CHAIN_ORDER, Runner, is_operations_method
+from gateway.stages.ratelimit import RateLimitStage
+from gateway.stages.route import RouteStage
 
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """The interceptor chain and the parts of it that operators and tests look at."""
+    """The runner every door hands its calls to, and the parts operators and tests look at."""
 
-    chain: list[Stage]
+    runner: Runner
     authn: AuthnRuntime
     policies: PolicyHolder
     profile: ServiceProfile
@@ -38,7 +43,7 @@ class Pipeline:
 
     def in_flight(self) -> int:
         """Calls inside the chain right now (the outermost stage counts them)."""
-        return sum(getattr(stage, "in_flight", 0) for stage in self.chain)
+        return self.runner.in_flight
 
 
 def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipeline:
@@ -69,18 +74,26 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
     registry = CollectorRegistry()
     sinks: list[OutcomeSink] = [recorder, CallMetrics(registry), AccessLogSink()]
     authorizer = Authorizer(policies, authz.decision_cache_size, candidate)
-    chain = build_chain(
-        authn.authenticator,
-        authorizer,
-        profile,
-        RateLimiter(tuple(_limit_rule(limit) for limit in settings.rate_limits)),
-        sink=FanOutSink(*sinks, *([sink] if sink is not None else [])),
-        admit=lambda: recorder.accepting,
-        allow_anonymous=authz.allow_anonymous,
-        certificates=_certificates(settings),
+    applies = is_operations_method
+    stages: dict[str, CheckStage] = {
+        "authn": AuthnStage(
+            applies,
+            authn.authenticator,
+            allow_anonymous=authz.allow_anonymous,
+            certificates=_certificates(settings),
+        ),
+        "ratelimit": RateLimitStage(
+            applies, RateLimiter(tuple(_limit_rule(limit) for limit in settings.rate_limits))
+        ),
+        "route": RouteStage(applies, profile),
+        "authz": AuthzStage(applies, authorizer),
+    }
+    audit = AuditStage(
+        FanOutSink(*sinks, *([sink] if sink is not None else [])), lambda: recorder.accepting
     )
+    runner = Runner(audit, [stages[name] for name in CHAIN_ORDER[1:]])
     pipeline = Pipeline(
-        chain, authn, policies, profile, tuple(reloaders), recorder, authorizer, registry
+        runner, authn, policies, profile, tuple(reloaders), recorder, authorizer, registry
     )
     registry.register(PipelineCollector(pipeline))
     return pipeline

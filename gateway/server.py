@@ -1,4 +1,4 @@
-"""Assembles and runs the gateway: listener, chain, forwarder, health, drain on signal."""
+"""Assembles and runs the gateway: listener, doors, pipeline, forwarder, health, drain on signal."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from grpc_health.v1 import health
 from gateway import runtime
 from gateway.config import ServerTls, Settings
 from gateway.errors import ConfigError
+from gateway.interceptors.chain import ChainInterceptor
 from gateway.observability.health import add_health_service, start_not_ready, track_readiness
 from gateway.observability.metrics_server import MetricsServer
 from gateway.outcome import OutcomeSink
@@ -98,15 +99,15 @@ async def start_gateway(
     """
     pipeline = build_pipeline(settings, sink)
     channel = open_channel(settings.forwarding, settings.max_message_bytes)
-    server = grpc.aio.server(
-        interceptors=pipeline.chain, options=server_options(settings, share_port)
-    )
     headers = UpstreamHeaders(
         forward_authorization=settings.authentication.forward_authorization,
         identity_header=settings.authentication.identity_header,
     )
     forwarder = UpstreamForwarder(channel, settings.forwarding.target, headers)
-    server.add_generic_rpc_handlers((forwarder,))
+    server = grpc.aio.server(
+        interceptors=[ChainInterceptor(pipeline.runner, forwarder=forwarder)],
+        options=server_options(settings, share_port),
+    )
     servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
@@ -143,12 +144,12 @@ async def start_gateway(
 async def _start_rest(
     settings: Settings, pipeline: Pipeline, forwarder: UpstreamForwarder
 ) -> RestDoor | None:
-    """The REST/JSON door, through the same chain and forwarder, if configured."""
+    """The REST/JSON door, through the same pipeline and forwarder, if configured."""
     if settings.rest is None:
         return None
     return await start_rest_door(
         settings.rest,
-        pipeline.chain,
+        pipeline.runner,
         forwarder,
         pipeline.profile,
         ssl_context=server_ssl_context(settings.tls) if settings.tls else None,

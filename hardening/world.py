@@ -146,7 +146,7 @@ def _start_rest(loop: LoopThread, gateway: Gateway, target: str) -> tuple[Any, s
         door = loop.run(
             start_rest_door(
                 RestSettings(listen="127.0.0.1:0"),
-                gateway.pipeline.chain,
+                gateway.pipeline.runner,
                 forwarder,
                 gateway.pipeline.profile,
             )

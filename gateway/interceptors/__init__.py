@@ -1,1 +1,1 @@
-"""The request-processing chain: one grpc.aio interceptor per stage, ordered in chain.py."""
+"""The gRPC door: one grpc.aio interceptor that runs the pipeline's stages around the handlers."""

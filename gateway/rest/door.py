@@ -1,30 +1,29 @@
-"""The REST door's request handler: match a rule, build the request, run the chain, answer JSON."""
+"""The REST door's handler: match a rule, build the request, run the pipeline, answer JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from gateway.errors import StatusCode
-from gateway.headers import REQUEST_ID_KEY, TIMEOUT_HEADER, GatewayHeaders
-from gateway.interceptors.audit import INTERNAL_MESSAGE
-from gateway.interceptors.stage import rpc_code
+from gateway.call import Call, new_call
+from gateway.errors import CallFailure, StatusCode
+from gateway.headers import TIMEOUT_HEADER, GatewayHeaders
 from gateway.outcome import DEADLINE_MESSAGE
 from gateway.resource_names import printable
-from gateway.rest.context import RestContext
-from gateway.rest.invoke import InProcessChain
 from gateway.rest.metadata import DEFAULT_GATEWAY_HEADERS, grpc_peer, invocation_metadata
 from gateway.rest.routes import Matched, RouteTable, WrongVerb
 from gateway.rest.status import error_body, http_status, retry_after, status_details
 from gateway.rest.tls import peer_auth_context
 from gateway.rest.transcode import BadRequest, build_request, json_text, response_json
+from gateway.stages.audit import INTERNAL_MESSAGE
+from gateway.stages.chain import Runner
+from gateway.upstream.forwarder import UpstreamForwarder
 
 log = logging.getLogger("opsgate.rest")
 
@@ -33,22 +32,25 @@ UNAVAILABLE_MESSAGE = "The service is currently unavailable."
 
 
 class RestHandler:
-    """Answers every HTTP request of the door; the checks are the chain's, never its own.
+    """Answers every HTTP request of the door; the checks are the pipeline's, never its own.
 
     Decided here, before the chain and so not audited (like a gRPC frame the transport
     refuses): an unmatched path (404), a wrong verb on a known path (405), a body over the
     limit (413), a query, body or timeout header that cannot form the request (400), and
-    requests arriving while the door drains (503). Everything else is a call through the chain.
+    requests arriving while the door drains (503). Everything else is a call the pipeline runs,
+    relayed upstream by the forwarder once the stages let it through.
     """
 
     def __init__(
         self,
         routes: RouteTable,
-        chain: InProcessChain,
+        runner: Runner,
+        forwarder: UpstreamForwarder,
         gateway_headers: GatewayHeaders = DEFAULT_GATEWAY_HEADERS,
     ) -> None:
         self._routes = routes
-        self._chain = chain
+        self._runner = runner
+        self._forwarder = forwarder
         self._gateway_headers = gateway_headers  # what no caller's header may spell
         self.inflight: set[asyncio.Task[object]] = set()
         self.closing = False
@@ -89,46 +91,74 @@ class RestHandler:
     ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        transport = request.transport
-        peername = transport.get_extra_info("peername") if transport else None
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        context = RestContext(
-            invocation_metadata(request.headers.items(), self._gateway_headers),
-            grpc_peer(peername),
-            deadline,
-            peer_auth_context(ssl_object),
-        )
+        method = found.route.method
+        transport = HttpTransport(request, deadline)
+        metadata = invocation_metadata(request.headers.items(), self._gateway_headers)
+        call = new_call(method, metadata, transport, request_bytes)
+        headers = {"X-Request-Id": call.request_id}
+        forward = self._forwarder.forward
+
+        async def relay(call: Call) -> bytes:
+            response, _ = await forward(method, request_bytes, call)
+            return response
+
         try:
             async with asyncio.timeout_at(deadline) as timer:
-                context.timer = timer
-                answer = await self._chain.unary_unary(found.route.method, request_bytes, context)
-        except grpc.aio.AbortError:
-            context.finish()
-            return _status_response(context)
+                transport.timer = timer
+                answer = await self._runner.run(call, self._runner.steps(method), relay)
+        except CallFailure as failure:
+            return _failure_response(failure, headers)
         except TimeoutError:
-            # The chain saw the cancellation with no time left and recorded DEADLINE_EXCEEDED.
-            context.finish()
-            return _error(504, StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+            # The audit stage saw the cancellation with no time left: DEADLINE_EXCEEDED.
+            return _error(504, StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE, headers)
         except asyncio.CancelledError:
-            # The client went away (aiohttp cancels the handler): the chain recorded CANCELLED
-            # (DEADLINE_EXCEEDED if it gave up at its X-Server-Timeout, just before our timer)
-            # and the upstream call was cancelled with it.
-            context.finish(cancelled=True)
+            # The client went away (aiohttp cancels the handler): the audit stage recorded
+            # CANCELLED (DEADLINE_EXCEEDED if it gave up at its X-Server-Timeout, just before
+            # our timer) and the upstream call was cancelled with it.
+            transport.gone = True
             raise
-        except Exception:
-            log.exception("unexpected error running %s over REST", found.route.method)
-            context.finish()
-            return _error(500, StatusCode.UNKNOWN, INTERNAL_MESSAGE)
-        context.finish()
-        headers = _request_id(context)
         try:
             text = response_json(found, answer)
         except (DecodeError, json_format.Error, TypeError) as exc:
-            log.warning("cannot render the %s answer as JSON: %s", found.route.method, exc)
+            log.warning("cannot render the %s answer as JSON: %s", method, exc)
             return _error(500, StatusCode.INTERNAL, INTERNAL_MESSAGE, headers)
         return web.Response(
             text=text, content_type="application/json", charset="utf-8", headers=headers
         )
+
+
+class HttpTransport:
+    """The REST call's connection and deadline, as the stages ask for them (the Transport).
+
+    The deadline comes from the request's X-Server-Timeout; the door's `timer` enforces it, and
+    time_remaining() is 0 once it has fired, so the audit stage records DEADLINE_EXCEEDED.
+    """
+
+    __slots__ = ("_deadline", "_request", "gone", "timer")
+
+    def __init__(self, request: web.Request, deadline: float | None) -> None:
+        self._request = request
+        self._deadline = deadline  # in the event loop's clock, or None for no deadline
+        self.timer: asyncio.Timeout | None = None
+        self.gone = False
+
+    def peer(self) -> str | None:
+        transport = self._request.transport
+        return grpc_peer(transport.get_extra_info("peername") if transport else None)
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]:
+        transport = self._request.transport
+        return peer_auth_context(transport.get_extra_info("ssl_object") if transport else None)
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        if self.timer is not None and self.timer.expired():
+            return 0.0
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    def cancelled(self) -> bool:
+        return self.gone
 
 
 def _timeout(headers: Mapping[str, str]) -> float | None:
@@ -144,24 +174,16 @@ def _timeout(headers: Mapping[str, str]) -> float | None:
     return seconds
 
 
-def _request_id(context: RestContext) -> dict[str, str]:
-    for key, value in context.trailing_metadata():
-        if key == REQUEST_ID_KEY and isinstance(value, str):
-            return {"X-Request-Id": value}
-    return {}
-
-
-def _status_response(context: RestContext) -> web.Response:
-    answered = context.code()
-    code = rpc_code(answered) if isinstance(answered, grpc.StatusCode) else StatusCode.UNKNOWN
-    details = status_details(context.trailing_metadata())
-    headers = _request_id(context)
+def _failure_response(failure: CallFailure, headers: dict[str, str]) -> web.Response:
+    """The JSON error a Google REST frontend answers a failed call with (the status as sent)."""
+    code = failure.code
+    details = status_details(failure.trailing_metadata())
     delay = retry_after(details)
     if delay is not None:
         headers["Retry-After"] = delay
     if code is StatusCode.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = 'Bearer realm="opsgate"'  # RFC 6750 3
-    return _json(http_status(code), error_body(code, context.details() or "", details), headers)
+    return _json(http_status(code), error_body(code, failure.message, details), headers)
 
 
 def _error(

@@ -8,8 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.headers import GatewayHeaders
-from gateway.rest.context import Metadata
+from gateway.headers import GatewayHeaders, Metadata
 
 # The headers of a gateway with the default identity header; the door is given its own.
 DEFAULT_GATEWAY_HEADERS = GatewayHeaders()

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
 
 from gateway.errors import ConfigError
 from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
 from gateway.profile import ServiceProfile
 from gateway.rest.door import RestHandler
-from gateway.rest.invoke import InProcessChain
 from gateway.rest.logfilter import install_request_error_filter
 from gateway.rest.routes import RouteTable
 from gateway.rest.settings import RestSettings
+from gateway.stages.chain import Runner
+from gateway.upstream.forwarder import UpstreamForwarder
 
 log = logging.getLogger("opsgate.rest")
 CLEANUP_TIMEOUT_S = 1.0  # after our own drain nothing is in flight; this only bounds cleanup
@@ -59,21 +58,21 @@ class RestDoor:
 
 async def start_rest_door(
     settings: RestSettings,
-    chain: Sequence[grpc.aio.ServerInterceptor],
-    handlers: grpc.GenericRpcHandler,
+    pipeline_runner: Runner,
+    forwarder: UpstreamForwarder,
     profile: ServiceProfile,
     *,
     ssl_context: ssl.SSLContext | None = None,
     identity_header: str | None = DEFAULT_IDENTITY_HEADER,
 ) -> RestDoor:
-    """Serve `profile`'s HTTP rules on settings.listen, each call running `chain` around
-    `handlers` in process (the gateway's interceptors and its upstream forwarder).
+    """Serve `profile`'s HTTP rules on settings.listen, each call run by `pipeline_runner`
+    and, once let through, relayed by `forwarder` (the gRPC door's very own).
     `identity_header` is the one the gateway sends upstream: no caller may send it."""
     install_request_error_filter()
     routes = RouteTable.from_profile(profile)
     if not routes.routes:
         log.warning("the service profile has no http rules: every REST request will be 404")
-    handler = RestHandler(routes, InProcessChain(chain, handlers), GatewayHeaders(identity_header))
+    handler = RestHandler(routes, pipeline_runner, forwarder, GatewayHeaders(identity_header))
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", "/{path:.*}", handler.handle)
     runner = web.AppRunner(

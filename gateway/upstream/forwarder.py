@@ -1,16 +1,16 @@
-"""The raw-bytes forwarder: a generic handler relaying Operations calls upstream unchanged."""
+"""The raw-bytes forwarder: relays an Operations call upstream unchanged, for any door."""
 
 from __future__ import annotations
 
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
-from gateway.call import current_call
+from gateway.authn.principal import Principal
+from gateway.call import Call
 from gateway.errors import RelayedStatus, StatusCode, Unavailable
 from gateway.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
 from gateway.routing import OPERATIONS_METHODS
@@ -62,7 +62,9 @@ class UpstreamHeaders:
         self._smuggled = GatewayHeaders(identity_header).smuggled
         self._relayed: dict[str, bool] = {}  # verdict per key: one lookup a key on the hot path
 
-    def outgoing(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+    def outgoing(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, principal: Principal | None = None
+    ) -> Metadata:
         relayed = self._relayed
         kept = []
         for key, value in metadata or ():
@@ -71,10 +73,8 @@ class UpstreamHeaders:
                 verdict = self._judge(key)
             if verdict:
                 kept.append((key, value))
-        if self._identity_header:
-            call = current_call.get(None)
-            if call is not None and call.principal is not None:
-                kept.append((self._identity_header, header_safe(call.principal.member)))
+        if self._identity_header and principal is not None:
+            kept.append((self._identity_header, header_safe(principal.member)))
         return tuple(kept)
 
     def _judge(self, key: str) -> bool:
@@ -90,64 +90,52 @@ class UpstreamHeaders:
         return verdict
 
 
-def _note_upstream_time(seconds: float) -> None:
-    state = current_call.get(None)
-    if state is not None:  # the chain is there in the proxy; metrics split gateway/upstream time
-        state.upstream_s = seconds
+SendMetadata = Callable[[Metadata], Awaitable[None]]
 
 
-async def _relay_initial_metadata(context: grpc.aio.ServicerContext, metadata: Any) -> None:
-    if metadata:
-        await context.send_initial_metadata(metadata)
+async def _relay_initial_metadata(send: SendMetadata | None, metadata: Metadata | None) -> None:
+    if send is not None and metadata:
+        await send(metadata)
 
 
-class UpstreamForwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
+class UpstreamForwarder:
     """Serves the Operations methods by relaying bytes: requests and responses are never parsed.
 
-    The caller's remaining deadline becomes the upstream call's timeout; cancelling the
-    caller's call cancels the upstream call (awaiting it is cancelled with the handler task);
-    status, message, details and metadata come back exactly as the upstream sent them.
+    The call's remaining deadline becomes the upstream call's timeout; cancelling the task
+    that awaits `forward` cancels the upstream call; status, message, details and metadata come
+    back exactly as the upstream sent them (a door that can relay initial metadata passes
+    `send_initial`). The identity header carries the Call's verified principal.
     """
 
     def __init__(self, channel: grpc.aio.Channel, target: str, headers: UpstreamHeaders) -> None:
         self._channel = channel
         self._target = target
         self._headers = headers
-        self._handlers = {
-            method.path: grpc.unary_unary_rpc_method_handler(self._forwarding(method.path))
-            for method in OPERATIONS_METHODS
-        }
+        # No serializers: bytes in, bytes out.
+        self._stubs = {m.path: channel.unary_unary(m.path) for m in OPERATIONS_METHODS}
 
-    def service(
-        self, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        return self._handlers.get(handler_call_details.method)
+    def serves(self, path: str) -> bool:
+        return path in self._stubs
 
-    def _forwarding(self, path: str) -> Any:
-        upstream = self._channel.unary_unary(path)  # no serializers: bytes in, bytes out
-        outgoing = self._headers.outgoing
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            call = upstream(
-                request,
-                timeout=context.time_remaining(),
-                metadata=outgoing(context.invocation_metadata()),
-            )
-            started = time.perf_counter()
-            try:
-                response: bytes = await call
-            except grpc.aio.AioRpcError as err:
-                await _relay_initial_metadata(context, err.initial_metadata())
-                raise self._failure(err) from err
-            finally:
-                _note_upstream_time(time.perf_counter() - started)
-            await _relay_initial_metadata(context, await call.initial_metadata())
-            trailing = await call.trailing_metadata()
-            if trailing:
-                context.set_trailing_metadata(trailing)
-            return response
-
-        return forward
+    async def forward(
+        self, path: str, request: bytes, call: Call, send_initial: SendMetadata | None = None
+    ) -> tuple[bytes, Metadata]:
+        """The upstream's answer and trailing metadata; raises the status it failed with."""
+        pending = self._stubs[path](
+            request,
+            timeout=call.transport.time_remaining(),
+            metadata=self._headers.outgoing(call.metadata, call.principal),
+        )
+        started = time.perf_counter()
+        try:
+            response: bytes = await pending
+        except grpc.aio.AioRpcError as err:
+            await _relay_initial_metadata(send_initial, err.initial_metadata())
+            raise self._failure(err) from err
+        finally:
+            call.upstream_s = time.perf_counter() - started  # metrics split gateway/upstream time
+        await _relay_initial_metadata(send_initial, await pending.initial_metadata())
+        return response, tuple(await pending.trailing_metadata() or ())
 
     def _failure(self, err: grpc.aio.AioRpcError) -> RelayedStatus | Unavailable:
         code = err.code()

@@ -80,7 +80,7 @@ def open_door(loop: LoopThread, settings: Settings, gateway: Gateway) -> RestDoo
     return loop.run(
         start_rest_door(
             RestSettings("127.0.0.1:0"),
-            pipeline.chain,
+            pipeline.runner,
             forwarder_for(settings, gateway),
             pipeline.profile,
             ssl_context=server_ssl_context(settings.tls) if settings.tls else None,

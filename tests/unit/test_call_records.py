@@ -1,4 +1,4 @@
-"""Per-call bookkeeping: request ids, what a CallState derives for the record, metrics labels."""
+"""Per-call bookkeeping: request ids, what a Call derives for the record, metrics labels."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from gateway.call import CallState, caller_ip, new_request_id
+from gateway.call import caller_ip, new_request_id
 from gateway.errors import StatusCode
 from gateway.observability.metrics import UNKNOWN_METHOD, CallMetrics
 from gateway.outcome import CallOutcome
+from tests.support.calls import a_call
 
 GET = "/google.longrunning.Operations/GetOperation"
 
@@ -37,14 +38,14 @@ def test_a_forked_worker_draws_its_own_request_ids() -> None:
 
 
 def test_the_record_gets_the_callers_ip_and_trace_ids_parsed_from_what_was_received() -> None:
-    call = CallState(
+    call = a_call(
         GET,
-        raw_peer="ipv6:%5B::1%5D:5555",
-        trace_headers=(("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),),
+        (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),),
+        address="ipv6:%5B::1%5D:5555",
     )
     assert call.peer == "::1"
     assert call.trace == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
-    assert CallState(GET).trace == (None, None)
+    assert a_call(GET).trace == (None, None)
     assert caller_ip("ipv4:10.1.2.3:443") == "10.1.2.3"
     assert caller_ip("unix:/run/opsgate.sock") == "unix:/run/opsgate.sock"
     assert caller_ip(None) is None
@@ -60,10 +61,10 @@ def test_metrics_label_paths_nobody_serves_as_one_method() -> None:
     registry = CollectorRegistry()
     metrics = CallMetrics(registry)
     for index in range(50):  # a caller inventing paths must not invent metric series
-        call = CallState(f"/evil.Service/Method{index}")
+        call = a_call(f"/evil.Service/Method{index}")
         metrics.record(CallOutcome(call, StatusCode.UNIMPLEMENTED, "", 0.001))
-    metrics.record(CallOutcome(CallState(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
-    metrics.record(CallOutcome(CallState(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
+    metrics.record(CallOutcome(a_call(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
+    metrics.record(CallOutcome(a_call(GET), StatusCode.UNAUTHENTICATED, "", 0.001))
     assert _count(registry, UNKNOWN_METHOD, "UNIMPLEMENTED") == 50
     assert _count(registry, "GetOperation", "UNAUTHENTICATED") == 2
     series = {

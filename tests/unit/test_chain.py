@@ -1,4 +1,4 @@
-"""The chain's order is data, defined once; this pins it."""
+"""The chain's order is data, defined once; this pins it, and the gRPC door's code mapping."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import grpc
 
 from gateway.config import load_settings
 from gateway.errors import StatusCode
-from gateway.interceptors.chain import CHAIN_ORDER
-from gateway.interceptors.stage import grpc_code, rpc_code
+from gateway.interceptors.codes import grpc_code, rpc_code
 from gateway.pipeline import build_pipeline
+from gateway.stages.chain import CHAIN_ORDER
 from tests.support.stack import EXAMPLE_POLICY
 
 
@@ -24,7 +24,7 @@ def test_chain_order_is_audit_authn_ratelimit_route_authz(tmp_path: Path) -> Non
     )
     pipeline = build_pipeline(load_settings(config, require_upstream=False))
     assert CHAIN_ORDER == ("audit", "authn", "ratelimit", "route", "authz")
-    assert [stage.name for stage in pipeline.chain] == list(CHAIN_ORDER)
+    assert [stage.name for stage in pipeline.runner.stages] == list(CHAIN_ORDER)
 
 
 def test_the_grpc_door_maps_every_code_both_ways() -> None:

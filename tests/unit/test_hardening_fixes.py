@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.authorizer import PolicyHolder
-from gateway.interceptors.audit import recorded_method
+from gateway.call import recorded_method
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
 from gateway.rest.logfilter import MalformedRequestFilter

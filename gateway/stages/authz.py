@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import grpc
 
 from gateway.authorizer import Authorizer
-from gateway.call import current_call
+from gateway.call import Call
 from gateway.errors import permission_denied
-from gateway.interceptors.stage import Behavior, Stage
+from gateway.stages.base import CheckStage, Step
 
 
-class AuthzStage(Stage):
+class AuthzStage(CheckStage):
     """Denies with IAM's PERMISSION_DENIED before the upstream is called; records the decision."""
 
     name = "authz"
@@ -22,11 +19,10 @@ class AuthzStage(Stage):
         super().__init__(applies)
         self._authorizer = authorizer
 
-    def wrap(self, behavior: Behavior, method: str) -> Behavior:
+    def prepare(self, method: str) -> Step:
         decide = self._authorizer.decide
 
-        async def authorized(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = current_call.get()
+        def authorized(call: Call) -> None:
             access = call.access
             if access is None:  # the route stage always sets it; never let a call through without
                 raise AssertionError("authz reached without a routed RequiredAccess")
@@ -37,6 +33,5 @@ class AuthzStage(Stage):
                 raise permission_denied(
                     access.permission, access.resource, access.service, decision.reason
                 )
-            return await behavior(request, context)
 
         return authorized

@@ -1,20 +1,17 @@
-"""The authn stage: no verified Principal, no call. Puts the Principal on the call's state."""
+"""The authn stage: no verified Principal, no call. Puts the Principal on the Call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import grpc
+from collections.abc import Awaitable, Callable
 
 from gateway.authn.authenticator import Authenticator
 from gateway.authn.bearer import has_authorization
 from gateway.authn.certificates import CertificateIdentities
-from gateway.call import current_call
-from gateway.interceptors.stage import Behavior, Stage
+from gateway.call import Call
+from gateway.stages.base import CheckStage, Step
 
 
-class AuthnStage(Stage):
+class AuthnStage(CheckStage):
     """Authenticates every call it applies to before anything else looks at the request."""
 
     name = "authn"
@@ -35,24 +32,25 @@ class AuthnStage(Stage):
             certificates if certificates and not certificates.require_token else None
         )
 
-    def wrap(self, behavior: Behavior, method: str) -> Behavior:
+    def prepare(self, method: str) -> Step:
         verify = self._authenticator.verify
         check_scopes = self._authenticator.check_scopes
         allow_anonymous = self._allow_anonymous
         certificates = self._certificates
 
-        async def authenticated(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if certificates is not None:
-                principal = certificates.principal_for(context.auth_context())
-                if principal is not None:
-                    current_call.get().principal = principal
-                    return await behavior(request, context)
-            metadata = context.invocation_metadata()
-            if allow_anonymous and not has_authorization(metadata):
-                return await behavior(request, context)  # anonymous: principal stays None
-            verified = await verify(metadata)
-            current_call.get().principal = verified.principal
+        async def authenticate(call: Call) -> None:
+            verified = await verify(call.metadata)
+            call.principal = verified.principal
             check_scopes(verified)
-            return await behavior(request, context)
+
+        def authenticated(call: Call) -> Awaitable[None] | None:
+            if certificates is not None:
+                principal = certificates.principal_for(call.transport.auth_context())
+                if principal is not None:
+                    call.principal = principal
+                    return None
+            if allow_anonymous and not has_authorization(call.metadata):
+                return None  # anonymous: the principal stays None
+            return authenticate(call)
 
         return authenticated

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import grpc
-
-from gateway.call import current_call
+from gateway.call import Call
 from gateway.errors import rate_limited
-from gateway.interceptors.stage import Behavior, Stage
 from gateway.ratelimit import RateLimiter
+from gateway.stages.base import CheckStage, Step
 
 
-class RateLimitStage(Stage):
+class RateLimitStage(CheckStage):
     """Takes a token from the caller's buckets; refuses with a RetryInfo delay when empty."""
 
     name = "ratelimit"
@@ -22,15 +19,14 @@ class RateLimitStage(Stage):
         super().__init__(lambda method: limiter.enabled and applies(method))
         self._limiter = limiter
 
-    def wrap(self, behavior: Behavior, method: str) -> Behavior:
+    def prepare(self, method: str) -> Step:
         acquire = self._limiter.acquire
 
-        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = current_call.get().principal
+        def limited(call: Call) -> None:
+            principal = call.principal
             refused = acquire(principal.member if principal else "allUsers", method)
             if refused is not None:
                 limit, retry_after = refused
                 raise rate_limited(limit, retry_after)
-            return await behavior(request, context)
 
         return limited
