@@ -168,7 +168,10 @@ def _rows(add: Any, results: dict[str, Any]) -> None:
         "upstream_cpu_us",
         lambda f: fmt(f, 0),
     )
-    add("**Checks** (grpc-status and payload compared with the upstream's own answer)\n")
+    add(
+        "**Checks** (grpc-status and payload compared with the upstream's own answer; at the "
+        "REST door, HTTP status and the JSON of the same Operation)\n"
+    )
     add("| row | driver | front-end process | check |")
     add("|---|---|---|---|")
     for row in rows.values():

@@ -60,6 +60,8 @@ def test_quick_run_writes_the_report_and_the_json(tmp_path: Path) -> None:
         row = results["rows"][key]
         assert row["check_passed"], row["check"]
         assert row["concurrency"]["16"]["calls"] == [1500, 1500, 1500]  # 3 repeats, every call
+    if "opsgate-rest" in results["rows"]:  # an h2load row: only where h2load is installed
+        assert results["rows"]["opsgate-rest"]["check_passed"], results["rows"]["opsgate-rest"]
     skipped = {entry["phase"] for entry in results["skipped"]}  # over budget: said, not broken
     for phase in ("library", "scale", "long_calls", "memory"):
         assert results.get(phase) or phase in skipped, f"{phase} neither ran nor was skipped"
@@ -79,6 +81,22 @@ def test_h2load_summary_and_log_are_read(tmp_path: Path) -> None:
     assert h2load.parse_log(log) == ([850, 900, 100], 1)
     assert h2load.connections_for(1) == (1, 1)
     assert h2load.connections_for(64) == (16, 4)
+
+
+def test_h2load_drives_grpc_posts_or_http1_gets(tmp_path: Path) -> None:
+    log = tmp_path / "log.tsv"
+    grpc_argv = h2load.argv_for(
+        "http://a/m", tmp_path / "b", concurrency=64, seconds=1, token="t", log_path=log
+    )
+    assert "content-type: application/grpc" in grpc_argv and "--h1" not in grpc_argv
+    assert grpc_argv[grpc_argv.index("-c") + 1 :][:3] == ["16", "-m", "4"]
+    rest_argv = h2load.argv_for(
+        "http://a/v1/x", None, concurrency=64, seconds=1, token="t", log_path=log, h1=True
+    )
+    assert "--h1" in rest_argv and "-d" not in rest_argv
+    assert "content-type: application/grpc" not in rest_argv
+    assert rest_argv[rest_argv.index("-c") + 1 :][:3] == ["64", "-m", "1"]  # no pipelining
+    assert "authorization: Bearer t" in rest_argv and rest_argv[-1] == "http://a/v1/x"
 
 
 def test_cpu_and_memory_of_a_process_tree_are_read() -> None:
