@@ -14,10 +14,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import engines, h2load, policygen, procs, stats, wire
+from benchmarks import engines, h2load, policygen, procs, stats, targets, wire
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,35 @@ def test_h2load_drives_grpc_posts_or_http1_gets(tmp_path: Path) -> None:
     assert "content-type: application/grpc" not in rest_argv
     assert rest_argv[rest_argv.index("-c") + 1 :][:3] == ["64", "-m", "1"]  # no pipelining
     assert "authorization: Bearer t" in rest_argv and rest_argv[-1] == "http://a/v1/x"
+
+
+def _cpu_row(cpu_us: float) -> dict[str, Any]:
+    figures = {"cpu_us": stats.figure([cpu_us]), "rps": stats.figure([1e6 / cpu_us])}
+    return {"concurrency": {"16": figures}}
+
+
+def test_targets_are_issue_16s_and_the_rest_door_is_reported() -> None:
+    results = {
+        "rows": {
+            "forwarder-fast": _cpu_row(800),
+            "opsgate-warm": _cpu_row(990),  # 1.24x: within 1.25x
+            "opsgate-rest": _cpu_row(1485),
+        },
+        "library": {
+            "overhead_of_medians": 0.29,
+            "concurrency": 16,
+            "cpu_us": {"with": stats.figure([129]), "without": stats.figure([100])},
+        },
+    }
+    found = {t["key"]: t for t in targets.evaluate(results, "python -m benchmarks")}
+    assert found["warm_cpu"]["passed"] is True and "1.25x" in found["warm_cpu"]["target"]
+    assert found["library"]["passed"] is True and "30%" in found["library"]["target"]
+    assert found["rest_cpu"]["passed"] is None  # reported, not pass/fail
+    assert found["rest_cpu"]["value"] == pytest.approx(1.5)
+    assert "c=16: 1.50x (1485 vs 990 µs)" in found["rest_cpu"]["measured"]
+    results["library"]["overhead_of_medians"] = 0.31
+    missed = {t["key"]: t for t in targets.evaluate(results, "python -m benchmarks")}
+    assert missed["library"]["passed"] is False
 
 
 def test_cpu_and_memory_of_a_process_tree_are_read() -> None:
