@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import h2load, wire
-from benchmarks.check import CheckResult, check, fetch
+from benchmarks.check import CheckResult, check, check_rest, fetch
 from benchmarks.fixtures import Identity, write_gateway_config, write_policy
 from benchmarks.modes import Mode
 from benchmarks.procs import REPO, Service, child_env, free_port, python_module
@@ -127,6 +127,7 @@ class Bench:
         listen: str,
         profile_file: Path | None = None,
         metrics_listen: str | None = None,
+        rest_listen: str | None = None,
         library: bool = False,
     ) -> Path:
         assert self.upstream is not None or library
@@ -139,6 +140,7 @@ class Bench:
             policy=self.policy,
             profile_file=profile_file,
             metrics_listen=metrics_listen,
+            rest_listen=rest_listen,
         )
 
     def start_gateway(
@@ -148,22 +150,37 @@ class Bench:
         workers: int | None = None,
         profile_file: Path | None = None,
         metrics_listen: str | None = None,
+        rest_listen: str | None = None,
         prefix: list[str] | None = None,
     ) -> Service:
-        """`opsgate serve` (as `python -m gateway serve`) on a fixed free port."""
+        """`opsgate serve` (as `python -m gateway serve`) on a fixed free port.
+
+        With `rest_listen` its REST/JSON door listens there too, and is waited for.
+        """
         address = f"127.0.0.1:{free_port()}"
         config = self.gateway_config(
-            name, listen=address, profile_file=profile_file, metrics_listen=metrics_listen
+            name,
+            listen=address,
+            profile_file=profile_file,
+            metrics_listen=metrics_listen,
+            rest_listen=rest_listen,
         )
         argv = [*(prefix or [sys.executable]), "-m", "gateway", "serve", "--config", str(config)]
         if workers is not None:
             argv += ["--workers", str(workers)]
-        return self.start(name, argv, address, health=True)
+        service = self.start(name, argv, address, health=True)
+        if rest_listen is not None:
+            service.wait_ready(30, address=rest_listen)
+        return service
 
     # --- load ---------------------------------------------------------------------------------
 
     def check(self, address: str, token: str | None) -> CheckResult:
         return check(address, self.request, self.expected, token, self.mode.check_calls)
+
+    def check_rest(self, address: str, token: str | None) -> CheckResult:
+        """The same check at a REST door: GetOperation as an HTTP/1.1 GET."""
+        return check_rest(address, wire.REST_GET_PATH, self.expected, token, self.mode.check_calls)
 
     def h2load(
         self,
@@ -176,16 +193,19 @@ class Bench:
         upstream: int | None = None,
         body: Path | None = None,
         method: str = wire.GET_OPERATION,
+        rest: bool = False,
     ) -> Measurement:
+        """gRPC calls of `method`, or with `rest` the REST door's GetOperation (HTTP/1.1 GET)."""
         pids = [front] + ([upstream] if upstream is not None else [])
         result = h2load.run(
-            f"http://{address}{method}",
-            body or self.body_file,
+            f"http://{address}{wire.REST_GET_PATH if rest else method}",
+            None if rest else body or self.body_file,
             concurrency=concurrency,
             seconds=seconds,
             token=token,
             log_path=self.dir / "h2load.log",
             cpu_pids=pids,
+            h1=rest,
         )
         calls = max(result.succeeded, 1)
         latencies = result.latencies_us

@@ -2,15 +2,20 @@
 
 h2load counts HTTP 200s, and a gRPC error is an HTTP 200 too. Before and after a row is
 measured, this client (grpc, synchronous) makes a sample of the same calls and compares the
-grpc-status and the response bytes with what the upstream answers directly.
+grpc-status and the response bytes with what the upstream answers directly. The REST door's
+check does the same over HTTP/1.1: status 200 and the JSON of the upstream's Operation.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
+from google.longrunning import operations_pb2
+from google.protobuf import json_format
 
 from benchmarks.wire import GET_OPERATION, same_operation
 
@@ -71,4 +76,33 @@ def check(
                 result.ok += 1
                 if not same_operation(response, expected):
                     result.mismatched += 1
+    return result
+
+
+def check_rest(
+    address: str, path: str, expected: bytes, token: str | None, calls: int = 20
+) -> CheckResult:
+    """`calls` GETs of `path` on one keep-alive HTTP/1.1 connection: 200 and the same Operation.
+
+    The door answers proto3 JSON (json_format's defaults), so the expected Operation is
+    compared in that form, parsed: key order and whitespace do not matter.
+    """
+    result = CheckResult()
+    want = json_format.MessageToDict(operations_pb2.Operation.FromString(expected))
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for _ in range(calls):
+            result.calls += 1
+            connection.request("GET", path, headers=headers)
+            answer = connection.getresponse()
+            body = answer.read()
+            result.codes[f"HTTP {answer.status}"] += 1
+            if answer.status == 200:
+                result.ok += 1
+                if json.loads(body) != want:
+                    result.mismatched += 1
+    finally:
+        connection.close()
     return result

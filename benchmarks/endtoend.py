@@ -5,13 +5,15 @@
 3. forwarder: the minimal raw-bytes Python forwarder (benchmarks/forwarder.py), naive and fast;
 4. opsgate, warm caches: the full pipeline (JWKS-file issuer, routing, authz on a realistic
    policy, audit to a file with fsync interval), one token for every call;
-5. opsgate, cold caches: every call a new RS256 token of a new principal.
+5. opsgate, cold caches: every call a new RS256 token of a new principal;
+6. opsgate's REST/JSON door, warm caches: the same pipeline and upstream, GetOperation as an
+   HTTP/1.1 GET of its REST path, from a gateway of its own started with `rest: {listen: ...}`.
 
-Rows 1-4 are driven by h2load. h2load cannot vary headers per request, so row 5 uses the Python
-generator, and so does a second run of row 4 ("opsgate warm (py)"): rows 4 and 5 compare like
-with like. All rows share the one upstream process. Repeats are interleaved (repeat, then
-concurrency, then every row, the row order rotated each repeat), so slow drift of a shared
-machine spreads over all rows instead of landing on one.
+Rows 1-4 and 6 are driven by h2load (row 6 in HTTP/1.1 mode). h2load cannot vary headers per
+request, so row 5 uses the Python generator, and so does a second run of row 4 ("opsgate warm
+(py)"): rows 4 and 5 compare like with like. All rows share the one upstream process. Repeats
+are interleaved (repeat, then concurrency, then every row, the row order rotated each repeat),
+so slow drift of a shared machine spreads over all rows instead of landing on one.
 """
 
 from __future__ import annotations
@@ -36,8 +38,14 @@ class Row:
     driver: str  # "h2load" or "python"
     token: str | None
     cold: bool = False
+    rest: str | None = None  # the REST door's HOST:PORT: HTTP/1.1 GETs there, not gRPC calls
     check: CheckResult = field(default_factory=CheckResult)
     runs: dict[int, list[Measurement]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """Where the row's calls go."""
+        return self.rest or self.service.address
 
 
 def _start_rows(bench: Bench) -> list[Row]:
@@ -84,6 +92,7 @@ def _start_rows(bench: Bench) -> list[Row]:
         rows.append(
             Row("opsgate-warm", "opsgate, warm caches", gateway, "h2load", bench.warm_token)
         )
+        rows.append(_rest_row(bench))
     rows.append(
         Row("opsgate-warm-py", "opsgate, warm caches (py)", gateway, "python", bench.warm_token)
     )
@@ -91,6 +100,35 @@ def _start_rows(bench: Bench) -> list[Row]:
         Row("opsgate-cold-py", "opsgate, cold caches (py)", gateway, "python", None, cold=True)
     )
     return rows
+
+
+def _rest_row(bench: Bench) -> Row:
+    """A gateway of its own with the REST door on, so the gRPC rows' gateway stays as it was."""
+    address = f"127.0.0.1:{free_port()}"
+    gateway = bench.start_gateway("opsgate-rest", rest_listen=address)
+    title = "opsgate REST door (HTTP/1.1), warm caches"
+    return Row("opsgate-rest", title, gateway, "h2load", bench.warm_token, rest=address)
+
+
+def _check(bench: Bench, row: Row) -> CheckResult:
+    token = row.token or bench.warm_token
+    if row.rest is not None:
+        return bench.check_rest(row.rest, token)
+    return bench.check(row.service.address, token)
+
+
+def _h2load(
+    bench: Bench, row: Row, concurrency: int, seconds: float, upstream: int | None = None
+) -> Measurement:
+    return bench.h2load(
+        row.address,
+        concurrency,
+        seconds,
+        row.token,
+        row.service.pid,
+        upstream=upstream,
+        rest=row.rest is not None,
+    )
 
 
 def _cold_tokens(bench: Bench) -> dict[tuple[int, int], list[str]]:
@@ -118,14 +156,7 @@ def _measure(
     up = upstream.pid if row.service is not upstream else None
     mode = bench.mode
     if row.driver == "h2load":
-        return bench.h2load(
-            row.service.address,
-            concurrency,
-            mode.h2load_seconds,
-            row.token,
-            front,
-            upstream=up,
-        )
+        return _h2load(bench, row, concurrency, mode.h2load_seconds, up)
     if row.cold:
         assert cold is not None
         tokens = [bench.write_lines("cold-run.tokens", cold)]
@@ -158,9 +189,9 @@ def run_rows(bench: Bench) -> dict[str, Any]:
     mode = bench.mode
     cold = _cold_tokens(bench) if any(r.cold for r in rows) else {}
     for row in rows:
-        row.check.merge(bench.check(row.service.address, row.token or bench.warm_token))
+        row.check.merge(_check(bench, row))
         if row.driver == "h2load":  # warm-up, not measured
-            bench.h2load(row.service.address, 16, mode.warmup_seconds, row.token, row.service.pid)
+            _h2load(bench, row, 16, mode.warmup_seconds)
     for rep in range(mode.repeats):
         for concurrency in mode.concurrencies:
             shift = rep % len(rows)
@@ -176,7 +207,7 @@ def run_rows(bench: Bench) -> dict[str, Any]:
                     file=sys.stderr,
                 )
     for row in rows:
-        row.check.merge(bench.check(row.service.address, row.token or bench.warm_token))
+        row.check.merge(_check(bench, row))
     bench.row_services = {row.key: row.service for row in rows}
     bench.row_services["opsgate"] = rows[-1].service
     return {row.key: _row_result(row) for row in rows}

@@ -244,10 +244,12 @@ def write_gateway_config(
     policy: Path,
     profile_file: Path | None = None,
     metrics_listen: str | None = None,
+    rest_listen: str | None = None,
 ) -> Path:
     """A config for the full pipeline: JWKS-file issuer, policy, audit file with fsync interval.
 
-    Without `upstream` it is a library-mode config (no upstream section).
+    Without `upstream` it is a library-mode config (no upstream section); with `rest_listen`
+    the REST/JSON door listens there too.
     """
     lines = [f"listen: {listen}"]
     if upstream is not None:
@@ -275,6 +277,8 @@ def write_gateway_config(
     ]
     if metrics_listen is not None:
         lines += ["metrics:", f"  listen: {metrics_listen}"]
+    if rest_listen is not None:
+        lines += ["rest:", f"  listen: {rest_listen}"]
     path = directory / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

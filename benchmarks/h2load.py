@@ -4,7 +4,8 @@ h2load speaks HTTP/2, not gRPC, but a unary gRPC call is an HTTP/2 POST with
 `content-type: application/grpc`, `te: trailers` and a body holding the 5-byte frame header and
 the serialized request, so h2load can send it. It sees only HTTP 200: whether the call really
 returned grpc-status 0 is checked separately (benchmarks.check). Per-request latencies come
-from its --log-file.
+from its --log-file. With `h1` it sends HTTP/1.1 GETs instead (the REST door's calls), one
+request at a time per connection: HTTP/1.1 clients do not pipeline.
 """
 
 from __future__ import annotations
@@ -80,18 +81,19 @@ def parse_log(path: Path) -> tuple[list[int], int]:
     return latencies, non_200
 
 
-def run(
+def argv_for(
     url: str,
-    body: Path,
+    body: Path | None,
     *,
     concurrency: int,
     seconds: float,
     token: str | None,
     log_path: Path,
-    cpu_pids: list[int],
-) -> H2loadResult:
-    """One timed run; CPU of `cpu_pids` (process trees) is counted over h2load's lifetime."""
-    connections, streams = connections_for(concurrency)
+    h1: bool = False,
+) -> list[str]:
+    """h2load's command line: a gRPC POST of `body`, or with `h1` an HTTP/1.1 GET of `url`."""
+    # HTTP/1.1 has no streams (h2load's -m would pipeline): one connection per request in flight.
+    connections, streams = (concurrency, 1) if h1 else connections_for(concurrency)
     argv = [
         "h2load",
         "-D",
@@ -102,17 +104,41 @@ def run(
         str(streams),
         "-t",
         "1",
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "-d",
-        str(body),
         f"--log-file={log_path}",
     ]
+    if h1:
+        argv.append("--h1")
+    else:
+        argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    if body is not None:
+        argv += ["-d", str(body)]
     if token is not None:
         argv += ["-H", f"authorization: Bearer {token}"]
     argv.append(url)
+    return argv
+
+
+def run(
+    url: str,
+    body: Path | None,
+    *,
+    concurrency: int,
+    seconds: float,
+    token: str | None,
+    log_path: Path,
+    cpu_pids: list[int],
+    h1: bool = False,
+) -> H2loadResult:
+    """One timed run; CPU of `cpu_pids` (process trees) is counted over h2load's lifetime."""
+    argv = argv_for(
+        url,
+        body,
+        concurrency=concurrency,
+        seconds=seconds,
+        token=token,
+        log_path=log_path,
+        h1=h1,
+    )
     window = CpuWindow(cpu_pids)
     window.start()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import endtoend, plots, profiling, report, scenarios, targets
+from benchmarks import endtoend, plots, profiling, report, scenarios, targets, wire
 from benchmarks.bench import Bench
 from benchmarks.env import ensure_tools, machine, versions
 from benchmarks.modes import MODES, Mode
@@ -136,6 +136,12 @@ def _method(bench: Bench) -> list[str]:
         "frame header + serialized GetOperationRequest, `authorization: Bearer <RS256 JWT>` "
         "for opsgate), latencies from `--log-file`; one "
         f"{mode.warmup_seconds:g} s warm-up per row before the first repeat.",
+        "REST door row: a second `opsgate serve` with `rest: {listen: ...}` in its config (same "
+        "issuer, policy and audit settings), driven by `h2load --h1` with "
+        f"`GET {wire.REST_GET_PATH}` and `authorization: Bearer <RS256 JWT>` (the warm token), "
+        "one connection per request in flight (HTTP/1.1 does not multiplex, and h2load's "
+        "pipelining is not what clients do); every answer must be HTTP 200, and the check "
+        "compares the JSON with the upstream's Operation.",
         "Python-generator rows (py): `python -m benchmarks.loadgen` (grpc.aio, uvloop, bytes "
         "in and out) makes a fixed number of calls per measurement "
         f"({', '.join(f'c={c}: {n:,}' for c, n in mode.pygen_calls.items())}, after "

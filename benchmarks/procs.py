@@ -169,16 +169,22 @@ class Service:
     def fail(self, problem: str) -> ServiceError:
         return ServiceError(f"{self.name}: {problem}\n--- {self.log_path} ---\n{self.log_tail()}")
 
-    def wait_ready(self, timeout_s: float = 60.0, health: bool = False) -> None:
-        """Until the port accepts connections (and, with `health`, gRPC health says SERVING)."""
+    def wait_ready(
+        self, timeout_s: float = 60.0, health: bool = False, address: str | None = None
+    ) -> None:
+        """Until the port accepts connections (and, with `health`, gRPC health says SERVING).
+
+        `address` waits for another listener of the same process (e.g. its REST door).
+        """
+        where = address or self.address
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise self.fail(f"exited with {self.process.returncode} while starting")
-            if _accepts(self.address) and (not health or _serving(self.address)):
+            if _accepts(where) and (not health or _serving(where)):
                 return
             time.sleep(0.05)
-        raise self.fail(f"not ready on {self.address} after {timeout_s:.0f}s")
+        raise self.fail(f"not ready on {where} after {timeout_s:.0f}s")
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM this process (a supervisor forwards it to its workers); SIGKILL if it hangs."""

@@ -1,4 +1,4 @@
-"""The calls the benchmarks make, as bytes: request messages, gRPC frames, method paths."""
+"""The calls the benchmarks make, as bytes: request messages, gRPC frames, method and REST paths."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ GET_OPERATION = f"/{SERVICE}/GetOperation"
 WAIT_OPERATION = f"/{SERVICE}/WaitOperation"
 # A seeded, finished operation: its GetOperation answer never changes, so payloads compare.
 UNARY_NAME = DONE_OPERATION
+# GetOperation of that operation at the REST door: the profile's http rule for GetOperation is
+# `get: "/v1/{name=projects/*/locations/*/operations/*}"`.
+REST_GET_PATH = f"/v1/{UNARY_NAME}"
 # A seeded operation that never finishes: WaitOperation on it is held open until cancelled.
 HELD_NAME = STUCK_OPERATION
 

@@ -14,10 +14,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import engines, h2load, policygen, procs, stats, wire
+from benchmarks import engines, h2load, policygen, procs, stats, targets, wire
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +61,8 @@ def test_quick_run_writes_the_report_and_the_json(tmp_path: Path) -> None:
         row = results["rows"][key]
         assert row["check_passed"], row["check"]
         assert row["concurrency"]["16"]["calls"] == [1500, 1500, 1500]  # 3 repeats, every call
+    if "opsgate-rest" in results["rows"]:  # an h2load row: only where h2load is installed
+        assert results["rows"]["opsgate-rest"]["check_passed"], results["rows"]["opsgate-rest"]
     skipped = {entry["phase"] for entry in results["skipped"]}  # over budget: said, not broken
     for phase in ("library", "scale", "long_calls", "memory"):
         assert results.get(phase) or phase in skipped, f"{phase} neither ran nor was skipped"
@@ -79,6 +82,51 @@ def test_h2load_summary_and_log_are_read(tmp_path: Path) -> None:
     assert h2load.parse_log(log) == ([850, 900, 100], 1)
     assert h2load.connections_for(1) == (1, 1)
     assert h2load.connections_for(64) == (16, 4)
+
+
+def test_h2load_drives_grpc_posts_or_http1_gets(tmp_path: Path) -> None:
+    log = tmp_path / "log.tsv"
+    grpc_argv = h2load.argv_for(
+        "http://a/m", tmp_path / "b", concurrency=64, seconds=1, token="t", log_path=log
+    )
+    assert "content-type: application/grpc" in grpc_argv and "--h1" not in grpc_argv
+    assert grpc_argv[grpc_argv.index("-c") + 1 :][:3] == ["16", "-m", "4"]
+    rest_argv = h2load.argv_for(
+        "http://a/v1/x", None, concurrency=64, seconds=1, token="t", log_path=log, h1=True
+    )
+    assert "--h1" in rest_argv and "-d" not in rest_argv
+    assert "content-type: application/grpc" not in rest_argv
+    assert rest_argv[rest_argv.index("-c") + 1 :][:3] == ["64", "-m", "1"]  # no pipelining
+    assert "authorization: Bearer t" in rest_argv and rest_argv[-1] == "http://a/v1/x"
+
+
+def _cpu_row(cpu_us: float) -> dict[str, Any]:
+    figures = {"cpu_us": stats.figure([cpu_us]), "rps": stats.figure([1e6 / cpu_us])}
+    return {"concurrency": {"16": figures}}
+
+
+def test_targets_are_issue_16s_and_the_rest_door_is_reported() -> None:
+    results = {
+        "rows": {
+            "forwarder-fast": _cpu_row(800),
+            "opsgate-warm": _cpu_row(990),  # 1.24x: within 1.25x
+            "opsgate-rest": _cpu_row(1485),
+        },
+        "library": {
+            "overhead_of_medians": 0.29,
+            "concurrency": 16,
+            "cpu_us": {"with": stats.figure([129]), "without": stats.figure([100])},
+        },
+    }
+    found = {t["key"]: t for t in targets.evaluate(results, "python -m benchmarks")}
+    assert found["warm_cpu"]["passed"] is True and "1.25x" in found["warm_cpu"]["target"]
+    assert found["library"]["passed"] is True and "30%" in found["library"]["target"]
+    assert found["rest_cpu"]["passed"] is None  # reported, not pass/fail
+    assert found["rest_cpu"]["value"] == pytest.approx(1.5)
+    assert "c=16: 1.50x (1485 vs 990 µs)" in found["rest_cpu"]["measured"]
+    results["library"]["overhead_of_medians"] = 0.31
+    missed = {t["key"]: t for t in targets.evaluate(results, "python -m benchmarks")}
+    assert missed["library"]["passed"] is False
 
 
 def test_cpu_and_memory_of_a_process_tree_are_read() -> None:
