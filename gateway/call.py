@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import os
 import time
@@ -125,6 +126,7 @@ def recorded_method(path: str) -> str:
     return path.split("?", 1)[0][:MAX_RECORDED_PATH]
 
 
+@functools.lru_cache(maxsize=1024)  # a connection's calls share its peer: parsed once
 def caller_ip(peer: str | None) -> str | None:
     """'ipv4:127.0.0.1:5555' -> '127.0.0.1'; 'ipv6:[::1]:5555' -> '::1'."""
     if not peer:

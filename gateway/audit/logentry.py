@@ -138,10 +138,29 @@ def _audit_log(event: AuditEvent, method_name: str, is_write: bool) -> dict[str,
     return payload
 
 
+# Parts of a record that many records share (the same caller, permission and resource, a cached
+# decision), built once: each memo is keyed by every value its part is made of, and cleared when
+# full (callers choose names, so they stay bounded).
+_MEMO_SIZE = 4096
+_authorizations: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+_decisions: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
 def _authorization_info(event: AuditEvent, is_write: bool) -> list[dict[str, Any]]:
     # Only a check that was made is reported: an unauthenticated or unrouted call checked nothing.
     if event.permission is None or event.granted is None:
         return []
+    key = (event.resource_name, event.permission, event.granted, event.service, is_write)
+    found = _authorizations.get(key)
+    if found is None:
+        if len(_authorizations) >= _MEMO_SIZE:
+            _authorizations.clear()
+        found = _authorizations[key] = _check_made(event, is_write)
+    return found
+
+
+def _check_made(event: AuditEvent, is_write: bool) -> list[dict[str, Any]]:
+    assert event.permission is not None
     verb = event.permission.rsplit(".", 1)[-1]
     fallback = "ADMIN_WRITE" if is_write else "ADMIN_READ"
     return [
@@ -169,15 +188,7 @@ def _metadata(event: AuditEvent) -> dict[str, Any]:
     if event.token_kind:
         metadata["tokenKind"] = event.token_kind
     if event.granted is not None:
-        metadata["decision"] = _without_none(
-            {
-                "granted": event.granted,
-                "reason": event.decision_reason,
-                "cached": event.decision_cached,
-                "trace": [_plain(step) for step in event.decision_trace],
-                "policyEtag": event.policy_etag,
-            }
-        )
+        metadata["decision"] = _decision(event)
     if event.shadow_decision is not None:
         metadata["shadowDecision"] = _plain(event.shadow_decision)
     if event.reason:
@@ -187,12 +198,40 @@ def _metadata(event: AuditEvent) -> dict[str, Any]:
     return metadata
 
 
-def _rfc3339(moment: datetime) -> str:
-    """UTC `moment` as 2026-11-25T15:25:13.810311Z (the same text as strftime, faster)."""
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+def _decision(event: AuditEvent) -> dict[str, Any]:
+    key = (
+        event.granted,
+        event.decision_reason,
+        event.decision_cached,
+        event.policy_etag,
+        event.decision_trace,  # JsonReady steps hash by identity: the recorder shares them
     )
+    try:
+        found = _decisions.get(key)
+    except TypeError:  # a trace of plain dicts (not from the recorder): built every time
+        return _decision_of(event)
+    if found is None:
+        if len(_decisions) >= _MEMO_SIZE:
+            _decisions.clear()
+        found = _decisions[key] = _decision_of(event)
+    return found
+
+
+def _decision_of(event: AuditEvent) -> dict[str, Any]:
+    return _without_none(
+        {
+            "granted": event.granted,
+            "reason": event.decision_reason,
+            "cached": event.decision_cached,
+            "trace": [_plain(step) for step in event.decision_trace],
+            "policyEtag": event.policy_etag,
+        }
+    )
+
+
+def _rfc3339(moment: datetime) -> str:
+    """UTC `moment` as 2026-11-25T15:25:13.810311Z (microseconds always written)."""
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -203,12 +242,30 @@ def _without_empty(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None and value != ""}
 
 
+class JsonReady(dict[str, Any]):
+    """A mapping already in the record's shape (camelCase keys, JSON values): written as it is.
+
+    What the recorder converts once and shares among records (a trace entry every cached
+    decision repeats) is marked so, and not walked again for each record. It hashes by
+    identity, so the parts built from it can be memoized (an equal copy is only a miss).
+    """
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+def json_ready(value: Mapping[str, Any]) -> JsonReady:
+    """`value` converted to the record's shape once (see _plain), and marked so."""
+    return JsonReady(_plain(value))
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready data with camelCase keys, whatever the trace producer handed over.
 
     The writer serializes on the event loop and must never raise, so anything that is not
     already JSON data (an Enum, a datetime) is written as its string rather than refused.
     """
+    if value.__class__ is JsonReady:
+        return value
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, Mapping):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit.event import AuditEvent
-from gateway.audit.logentry import project_of
+from gateway.audit.logentry import JsonReady, json_ready, project_of
 from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter, serialize
 from gateway.config import AuditSettings
@@ -47,7 +47,7 @@ class AuditRecorder:
         self._service = service
         self._project = project
         self._policy_etag = policy_etag  # the version in force, for calls decided by none
-        self._step_memo: dict[TraceEntry, dict[str, Any]] = {}
+        self._step_memo: dict[TraceEntry, JsonReady] = {}
 
     @property
     def accepting(self) -> bool:
@@ -100,15 +100,15 @@ class AuditRecorder:
             project_fallback=self._project,
         )
 
-    def _step(self, entry: TraceEntry) -> dict[str, Any]:
-        """One trace entry as plain data, converted once per distinct entry: cached decisions
-        are shared by every call they answer, and uncached ones granted by the same binding
-        have equal entries. Only the writer thread calls this."""
+    def _step(self, entry: TraceEntry) -> JsonReady:
+        """One trace entry in the record's shape, converted once per distinct entry: cached
+        decisions are shared by every call they answer, and uncached ones granted by the same
+        binding have equal entries. Only the writer thread calls this."""
         step = self._step_memo.get(entry)
         if step is None:
             if len(self._step_memo) >= TRACE_MEMO_SIZE:
                 self._step_memo.clear()
-            step = self._step_memo[entry] = dataclasses.asdict(entry)
+            step = self._step_memo[entry] = json_ready(dataclasses.asdict(entry))
         return step
 
     def _trace(self, trace_id: str | None, resource_name: str | None) -> str | None:

@@ -73,11 +73,22 @@ class Authenticator:
 
         Split so the caller is known (and recorded) even when their token lacks a scope.
         """
+        token, verified = self.remembered(metadata)
+        return verified if verified is not None else await self.verify_token(token)
+
+    def remembered(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> tuple[str, VerifiedToken | None]:
+        """The call's token, and its verified caller if a recent call already proved it: the
+        common case, answered without waiting (verify_token checks a token not remembered)."""
         token = bearer_token(metadata, self._max_token_bytes)
         cached = self._cache.get(token)
         if cached is not None:
             self.cache_hits += 1
-            return cached
+        return token, cached
+
+    async def verify_token(self, token: str) -> VerifiedToken:
+        """Check a token no recent call proved, and remember the answer until it expires."""
         self.cache_misses += 1
         principal, require_scope, self_cached = await self._verify(token)
         verified = VerifiedToken(principal, require_scope)

@@ -9,7 +9,7 @@ run by its runner on a Call; this module only translates between grpc and that C
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -23,7 +23,8 @@ from gateway.upstream.forwarder import UpstreamForwarder
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 # What answers a call once the stages let it through: the forwarder, or the team's servicer.
-Terminal = Callable[[Call, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+# The request is the Call's payload and the grpc context its transport (see _context).
+Terminal = Callable[[Call], Awaitable[Any]]
 
 
 class ServicerAborted(CallFailure):
@@ -94,7 +95,7 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = new_call(method, context.invocation_metadata(), context, request)
             request_id = (REQUEST_ID_KEY, call.request_id)
             try:
-                response = await run(call, steps, lambda c: terminal(c, request, context))
+                response = await run(call, steps, terminal)
             except ServicerAborted as aborted:
                 raise aborted.aborted from None  # grpc answers with the servicer's own status
             except CallFailure as failure:
@@ -120,8 +121,11 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 def _relay(forwarder: UpstreamForwarder, method: str) -> Terminal:
     forward = forwarder.forward
 
-    async def relayed(call: Call, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        response, trailing = await forward(method, request, call, context.send_initial_metadata)
+    async def relayed(call: Call) -> bytes:
+        context = _context(call)
+        response, trailing = await forward(
+            method, call.payload, call, context.send_initial_metadata
+        )
         if trailing:
             context.set_trailing_metadata(trailing)
         return response
@@ -133,19 +137,25 @@ def _servicer(behavior: Behavior, scrub: Callable[[Metadata], Metadata] | None) 
     """Library mode: the team's servicer, seeing the caller's metadata without any spelling of
     a header the gateway sets (the proxy's forwarder drops them itself)."""
 
-    async def served(call: Call, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def served(call: Call) -> Any:
+        context = _context(call)
         if scrub is not None:
             kept = scrub(call.metadata)
             if len(kept) != len(call.metadata):
                 context = _MetadataView(context, kept)
         try:
-            return await behavior(request, context)
+            return await behavior(call.payload, context)
         except grpc.aio.AbortError as aborted:
             code = context.code()
             status = rpc_code(code) if isinstance(code, grpc.StatusCode) else StatusCode.UNKNOWN
             raise ServicerAborted(status, context.details() or "", aborted) from aborted
 
     return served
+
+
+def _context(call: Call) -> grpc.aio.ServicerContext:
+    """The grpc context of a call this door built: it is the Call's transport (see new_call)."""
+    return cast(grpc.aio.ServicerContext, call.transport)
 
 
 class _MetadataView:

@@ -11,6 +11,7 @@ from typing import TypeVar
 from gateway.call import Call, current_call
 from gateway.errors import CallFailure, StatusCode, Unavailable
 from gateway.outcome import CallOutcome, OutcomeSink, cancellation_status
+from gateway.stages.base import Step
 
 log = logging.getLogger("opsgate.chain")
 
@@ -57,15 +58,21 @@ class AuditStage:
         self._admit = admit  # False while the audit trail cannot take records (fail_closed)
         self.in_flight = 0  # read by the metrics endpoint
 
-    async def run(self, call: Call, proceed: Callable[[], Awaitable[T]]) -> T:
-        """`proceed` (the checks, then the door's handler) under this call's record."""
+    async def run(
+        self, call: Call, steps: tuple[Step, ...], handler: Callable[[Call], Awaitable[T]]
+    ) -> T:
+        """The checks' `steps` in order, then the door's `handler`, under this call's record."""
         token = current_call.set(call)
         self.in_flight += 1
         code, message, detail, reason = StatusCode.OK, "", "", None
         try:
             if not self._admit():
                 raise audit_unavailable()
-            return await proceed()
+            for step in steps:
+                waiting = step(call)
+                if waiting is not None:
+                    await waiting
+            return await handler(call)
         except CallFailure as failure:
             code, message = failure.code, failure.message
             detail, reason = failure.log_detail, getattr(failure, "reason", None)

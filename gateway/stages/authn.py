@@ -33,13 +33,14 @@ class AuthnStage(CheckStage):
         )
 
     def prepare(self, method: str) -> Step:
-        verify = self._authenticator.verify
+        remembered = self._authenticator.remembered
+        verify_token = self._authenticator.verify_token
         check_scopes = self._authenticator.check_scopes
         allow_anonymous = self._allow_anonymous
         certificates = self._certificates
 
-        async def authenticate(call: Call) -> None:
-            verified = await verify(call.metadata)
+        async def first_seen(call: Call, token: str) -> None:
+            verified = await verify_token(token)
             call.principal = verified.principal
             check_scopes(verified)
 
@@ -51,6 +52,11 @@ class AuthnStage(CheckStage):
                     return None
             if allow_anonymous and not has_authorization(call.metadata):
                 return None  # anonymous: the principal stays None
-            return authenticate(call)
+            token, verified = remembered(call.metadata)
+            if verified is None:
+                return first_seen(call, token)  # the only step that may wait
+            call.principal = verified.principal
+            check_scopes(verified)
+            return None
 
         return authenticated
