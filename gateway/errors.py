@@ -1,20 +1,44 @@
-"""The one exception tree: each RPC-facing error knows its google.rpc code and ErrorInfo.
+"""The one exception tree: every failure has a stable reason; each RPC-facing one its status.
 
-No transport here: the doors map a code to a gRPC status or an HTTP status.
+No transport here and no gateway import: the doors map a code to a gRPC or an HTTP status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from enum import IntEnum
 
 from google.protobuf import duration_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 GOOGLE_DOMAIN = "googleapis.com"
 GATEWAY_DOMAIN = "opsgate"
+
+# Google's public wording, each written once here: callers, client libraries and people match on
+# these exact strings, so a stage or a door that answers with one imports it instead of retyping it.
+UNAVAILABLE_MESSAGE = "The service is currently unavailable."
+INTERNAL_MESSAGE = "Internal error encountered."
+UNIMPLEMENTED_MESSAGE = "Method not found."
+DEADLINE_MESSAGE = "Deadline exceeded."
+CANCELLED_MESSAGE = "The call was cancelled by the client."
+NOT_FOUND_MESSAGE = "The requested URL was not found on this server."  # the REST door's 404
+INVALID_CREDENTIALS_MESSAGE = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+MISSING_CREDENTIALS_MESSAGE = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+INSUFFICIENT_SCOPES_MESSAGE = "Request had insufficient authentication scopes."
+
+# google.rpc.ErrorInfo's own rule for a reason: UPPER_SNAKE_CASE, at most 63 characters.
+REASON_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,62}")
 
 
 class StatusCode(IntEnum):
@@ -40,11 +64,22 @@ class StatusCode(IntEnum):
 
 
 class OpsgateError(Exception):
-    """Base of every error opsgate raises on purpose."""
+    """Base of every error opsgate raises on purpose; `except OpsgateError` catches them all.
+
+    `reason` is a stable machine code in google.rpc.ErrorInfo's style (UPPER_SNAKE): each class
+    sets its default and a constructor may narrow it. Logs, audit records and callers match on
+    it, so a reason, once released, is never reworded. No __init__ here, on purpose: subclasses
+    also derive from builtins with their own constructors (OSError, ValueError), and a root
+    constructor in the MRO would sit between them and their arguments.
+    """
+
+    reason: str = "UNKNOWN"
 
 
 class ConfigError(OpsgateError):
     """A config or policy file is unusable; start-up stops with this message."""
+
+    reason = "CONFIG_INVALID"
 
     def __init__(self, source: str, key: str | None, problem: str, line: int | None = None) -> None:
         where = source if line is None else f"{source}:{line}"
@@ -57,7 +92,10 @@ class ConfigError(OpsgateError):
 
 
 class CallFailure(OpsgateError):
-    """A call ends with a non-OK status: its code, message and trailing metadata to send."""
+    """A call ends with a non-OK status: its code, message and trailing metadata to send.
+
+    Its `reason` is the one the caller sees in the ErrorInfo, when the status carries one.
+    """
 
     code: StatusCode = StatusCode.UNKNOWN
     message: str = ""
@@ -68,7 +106,13 @@ class CallFailure(OpsgateError):
 
 
 class RelayedStatus(CallFailure):
-    """A status the upstream answered with, to be relayed to the caller exactly as it came."""
+    """A status the upstream answered with, to be relayed to the caller exactly as it came.
+
+    `reason` is the upstream's own ErrorInfo reason when it sent a well-formed one, so logs and
+    audit records name the upstream's cause; otherwise UPSTREAM_STATUS (the upstream said no).
+    """
+
+    reason = "UPSTREAM_STATUS"
 
     def __init__(
         self,
@@ -80,15 +124,41 @@ class RelayedStatus(CallFailure):
         self.code = code
         self.message = message
         self._trailing = trailing_metadata
+        relayed = error_info_reason(trailing_metadata)
+        if relayed is not None:
+            self.reason = relayed
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._trailing
 
 
-class RpcError(CallFailure):
-    """An error of the gateway's own, answered as a google.rpc.Status with an ErrorInfo detail."""
+def error_info_reason(trailing_metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The ErrorInfo reason in a status's grpc-status-details-bin, if there is a usable one.
 
-    default_reason = "UNKNOWN"
+    The upstream is not trusted to follow ErrorInfo's rules, and the reason goes into logs and
+    audit records: anything that is not a well-formed reason counts as none.
+    """
+    for key, value in trailing_metadata:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                reason: str = info.reason if detail.Unpack(info) else ""
+                return reason if REASON_PATTERN.fullmatch(reason) else None
+        return None
+    return None
+
+
+class RpcError(CallFailure):
+    """An error of the gateway's own, answered as a google.rpc.Status with an ErrorInfo detail.
+
+    The class's `reason` is the ErrorInfo reason unless the constructor is given another.
+    """
 
     def __init__(
         self,
@@ -101,7 +171,8 @@ class RpcError(CallFailure):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        if reason:
+            self.reason = reason
         self.domain = domain
         self.metadata = dict(metadata or {})
         # Why, in our words, for the operator's log and the audit record; never sent to the
@@ -127,73 +198,69 @@ class RpcError(CallFailure):
 
 class InvalidArgument(RpcError):
     code = StatusCode.INVALID_ARGUMENT
-    default_reason = "INVALID_ARGUMENT"
+    reason = "INVALID_ARGUMENT"
 
 
 class Unimplemented(RpcError):
     code = StatusCode.UNIMPLEMENTED
-    default_reason = "METHOD_NOT_IMPLEMENTED"
+    reason = "METHOD_NOT_IMPLEMENTED"
 
 
 class Unauthenticated(RpcError):
     code = StatusCode.UNAUTHENTICATED
-    default_reason = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(RpcError):
     code = StatusCode.PERMISSION_DENIED
-    default_reason = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
 
 
 class Unavailable(RpcError):
     code = StatusCode.UNAVAILABLE
-    default_reason = "UNAVAILABLE"
+    reason = "UNAVAILABLE"
 
 
 class ResourceExhausted(RpcError):
     code = StatusCode.RESOURCE_EXHAUSTED
-    default_reason = "RESOURCE_EXHAUSTED"
+    reason = "RESOURCE_EXHAUSTED"
 
 
 class Internal(RpcError):
     code = StatusCode.INTERNAL
-    default_reason = "INTERNAL"
-
-
-# Google's own wording for authentication failures, so clients and people recognise them.
-_INVALID_CREDENTIALS = (
-    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
-    "cookie or other valid authentication credential. "
-    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
-)
-_MISSING_CREDENTIALS = (
-    "Request is missing required authentication credential. Expected OAuth 2 access token, "
-    "login cookie or other valid authentication credential. "
-    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
-)
+    reason = "INTERNAL"
 
 
 def credentials_missing(detail: str) -> Unauthenticated:
     return Unauthenticated(
-        _MISSING_CREDENTIALS, reason="CREDENTIALS_MISSING", domain=GOOGLE_DOMAIN, log_detail=detail
+        MISSING_CREDENTIALS_MESSAGE,
+        reason="CREDENTIALS_MISSING",
+        domain=GOOGLE_DOMAIN,
+        log_detail=detail,
     )
 
 
 def token_invalid(detail: str) -> Unauthenticated:
     return Unauthenticated(
-        _INVALID_CREDENTIALS, reason="JWT_TOKEN_INVALID", domain=GOOGLE_DOMAIN, log_detail=detail
+        INVALID_CREDENTIALS_MESSAGE,
+        reason="JWT_TOKEN_INVALID",
+        domain=GOOGLE_DOMAIN,
+        log_detail=detail,
     )
 
 
 def token_expired(detail: str = "the token has expired") -> Unauthenticated:
     return Unauthenticated(
-        _INVALID_CREDENTIALS, reason="ACCESS_TOKEN_EXPIRED", domain=GOOGLE_DOMAIN, log_detail=detail
+        INVALID_CREDENTIALS_MESSAGE,
+        reason="ACCESS_TOKEN_EXPIRED",
+        domain=GOOGLE_DOMAIN,
+        log_detail=detail,
     )
 
 
 def token_type_unsupported(detail: str) -> Unauthenticated:
     return Unauthenticated(
-        _INVALID_CREDENTIALS,
+        INVALID_CREDENTIALS_MESSAGE,
         reason="ACCESS_TOKEN_TYPE_UNSUPPORTED",
         domain=GOOGLE_DOMAIN,
         log_detail=detail,
@@ -202,7 +269,7 @@ def token_type_unsupported(detail: str) -> Unauthenticated:
 
 def scope_insufficient(detail: str) -> PermissionDenied:
     return PermissionDenied(
-        "Request had insufficient authentication scopes.",
+        INSUFFICIENT_SCOPES_MESSAGE,
         reason="ACCESS_TOKEN_SCOPE_INSUFFICIENT",
         domain=GOOGLE_DOMAIN,
         log_detail=detail,
@@ -212,9 +279,29 @@ def scope_insufficient(detail: str) -> PermissionDenied:
 def verification_unavailable(detail: str) -> Unavailable:
     """We could not check the token (no usable keys, endpoint down): not the caller's fault."""
     return Unavailable(
-        "The service is currently unavailable.",
-        reason="AUTHENTICATION_BACKEND_UNAVAILABLE",
-        log_detail=detail,
+        UNAVAILABLE_MESSAGE, reason="AUTHENTICATION_BACKEND_UNAVAILABLE", log_detail=detail
+    )
+
+
+def upstream_unavailable(detail: str = "") -> Unavailable:
+    """The upstream never answered (channel down): said in our words, its address kept to logs."""
+    return Unavailable(UNAVAILABLE_MESSAGE, reason="UPSTREAM_UNAVAILABLE", log_detail=detail)
+
+
+def audit_unavailable() -> Unavailable:
+    """The audit trail cannot take records (audit.on_failure: fail_closed): no record, no call."""
+    return Unavailable(
+        UNAVAILABLE_MESSAGE,
+        reason="AUDIT_UNAVAILABLE",
+        log_detail="the audit trail cannot take records (audit.on_failure: fail_closed)",
+    )
+
+
+def unimplemented(method: str, detail: str | None = None) -> Unimplemented:
+    """A method the gateway does not route: Google's "Method not found." for any door."""
+    return Unimplemented(
+        UNIMPLEMENTED_MESSAGE,
+        log_detail=detail if detail is not None else f"{method} is not routed",
     )
 
 
@@ -234,10 +321,11 @@ def permission_denied(
 class RateLimited(ResourceExhausted):
     """Over a rate limit: ErrorInfo RATE_LIMIT_EXCEEDED plus a RetryInfo saying when to retry."""
 
+    reason = "RATE_LIMIT_EXCEEDED"
+
     def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
         super().__init__(
             message,
-            reason="RATE_LIMIT_EXCEEDED",
             domain=GATEWAY_DOMAIN,
             metadata={"limit": limit},
             log_detail=f"rate limit '{limit}' exceeded",

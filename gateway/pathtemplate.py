@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.errors import OpsgateError
+
 WILDCARD = "*"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()+,;=@-]+")  # RFC 3986 pchar, minus ':' and '%'
 
 
-class TemplateError(ValueError):
+class TemplateError(OpsgateError, ValueError):
     """A path template outside the supported grammar; the message says what and where."""
+
+    reason = "PATH_TEMPLATE_INVALID"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from gateway.errors import ConfigError, InvalidArgument, Unimplemented
+from gateway.errors import ConfigError, InvalidArgument, unimplemented
 from gateway.pathtemplate import PathTemplate, TemplateError, compile_template
 from gateway.policy.roles import parse_permission
 from gateway.resource_names import name_problem, printable
@@ -88,7 +88,7 @@ class ServiceProfile:
         """The permission `method` needs on `name`; UNIMPLEMENTED or INVALID_ARGUMENT if none."""
         routes = self.routes.get(method)
         if routes is None:
-            raise Unimplemented("Method not found.", log_detail=f"{method} is not routed")
+            raise unimplemented(method)
         short = method.rsplit("/", 1)[-1]
         problem = name_problem(name)
         if problem is None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
+from gateway.errors import OpsgateError
+
 FsyncMode = Literal["always", "interval", "never"]
 _FSYNC_MODES: tuple[FsyncMode, ...] = ("always", "interval", "never")
 
@@ -33,8 +35,10 @@ class AuditSink(Protocol):
     def close(self) -> None: ...
 
 
-class PartialWriteError(OSError):
+class PartialWriteError(OpsgateError, OSError):
     """A write failed after the first `written` lines of the batch were stored in full."""
+
+    reason = "AUDIT_WRITE_PARTIAL"
 
     def __init__(self, written: int, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause))

@@ -10,16 +10,21 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.errors import OpsgateError
+
 USER_AGENT = "opsgate"
 MAX_RESPONSE_BYTES = 1024 * 1024
 
 
-class FetchError(Exception):
+class FetchError(OpsgateError):
     """An endpoint could not be reached or did not answer with usable JSON.
 
     For an HTTP error answer, `status` is its code and `body` its JSON (None if it had none):
     some endpoints (Google's tokeninfo) say "bad token" with a 400 and a JSON reason.
     """
+
+    # Not KEY_FETCH_FAILED: the same client reads token endpoints (introspection, tokeninfo).
+    reason = "FETCH_FAILED"
 
     def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
         super().__init__(message)

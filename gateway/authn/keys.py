@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
+from gateway.errors import OpsgateError
+
 log = logging.getLogger("opsgate.authn")
 
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -22,8 +24,10 @@ OKP_CURVES = frozenset({"Ed25519", "Ed448"})
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
-class JwksError(ValueError):
+class JwksError(OpsgateError, ValueError):
     """A key document is unusable as a whole (single bad keys in it are only skipped)."""
+
+    reason = "JWKS_INVALID"
 
 
 @dataclass(frozen=True, slots=True)

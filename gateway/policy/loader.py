@@ -109,6 +109,8 @@ class PolicyProblem:
 class PolicyError(ConfigError):
     """A policy file has problems; `problems` lists all of them, in file order."""
 
+    reason = "POLICY_INVALID"
+
     def __init__(self, problems: tuple[PolicyProblem, ...]) -> None:
         first = problems[0]
         super().__init__(first.source, first.key, first.problem, first.line)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from gateway.errors import ConfigError, InvalidArgument, Unimplemented
+from gateway.errors import ConfigError, InvalidArgument, OpsgateError, Unimplemented
 from gateway.policy.evaluator import resource_chain
 from gateway.policy.loader import load_policy_text
 from gateway.policy.members import (
@@ -30,8 +30,10 @@ CALLER_FORMS = (
 )
 
 
-class InputError(Exception):
+class InputError(OpsgateError):
     """A value or file given to a policy command cannot be used; `hint` says what would work."""
+
+    reason = "INPUT_INVALID"
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -41,6 +43,8 @@ class InputError(Exception):
 
 class UnreadableError(InputError):
     """A file that cannot be read at all (missing, unreadable, not UTF-8)."""
+
+    reason = "INPUT_UNREADABLE"
 
 
 @dataclass(frozen=True, slots=True)

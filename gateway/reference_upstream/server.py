@@ -13,6 +13,7 @@ import grpc
 from google.longrunning import operations_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gateway.errors import OpsgateError
 from gateway.reference_upstream.calls import CallLog, CallRecord
 from gateway.reference_upstream.seed import seed_demo
 from gateway.reference_upstream.servicer import ReferenceOperationsServicer
@@ -24,8 +25,10 @@ _WILDCARD_HOSTS = {"", "0.0.0.0", "[::]", "::"}
 log = logging.getLogger("opsgate.upstream")
 
 
-class ListenError(OSError):
+class ListenError(OpsgateError, OSError):
     """The listen address is malformed or cannot be bound (in use, not local, ...)."""
+
+    reason = "LISTEN_FAILED"
 
     def __init__(self, listen: str, problem: str) -> None:
         super().__init__(f"cannot listen on '{listen}': {problem}")

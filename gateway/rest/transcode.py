@@ -18,14 +18,17 @@ from google.protobuf import (  # noqa: F401
 from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401
 
+from gateway.errors import OpsgateError
 from gateway.rest.routes import Matched
 
 # Google's system parameters that do not bind request fields; accepted and ignored.
 SYSTEM_PARAMETERS = frozenset({"alt", "$alt", "prettyPrint", "$.xgafv"})
 
 
-class BadRequest(ValueError):
+class BadRequest(OpsgateError, ValueError):
     """The HTTP request cannot be turned into the method's request message (answered 400)."""
+
+    reason = "REQUEST_INVALID"
 
 
 def build_request(matched: Matched, query: Sequence[tuple[str, str]], body: bytes) -> bytes:

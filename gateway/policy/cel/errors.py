@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from gateway.errors import OpsgateError
 
-class ConditionError(ValueError):
+
+class ConditionError(OpsgateError, ValueError):
     """An expression that cannot be used; `problem` is a message for humans (no traceback)."""
+
+    reason = "CONDITION_INVALID"
 
     problem: str
     column: int | None  # 1-based column of the problem in the expression when known
@@ -15,9 +19,13 @@ class ConditionError(ValueError):
         self.column = column
 
 
-class ConditionEvaluationError(Exception):
+class ConditionEvaluationError(OpsgateError):
     """The expression could not be evaluated for this request (e.g. a type error at run time)."""
 
+    reason = "CONDITION_EVALUATION_FAILED"
 
-class EvaluationFailure(Exception):
+
+class EvaluationFailure(OpsgateError):
     """Raised inside compiled conditions; evaluate() turns it into ConditionEvaluationError."""
+
+    reason = "CONDITION_EVALUATION_FAILED"
