@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.call import Call
-from gateway.errors import StatusCode
+from gateway.errors import CANCELLED_MESSAGE, DEADLINE_MESSAGE, StatusCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,9 @@ class CallOutcome:
     message: str
     latency_s: float
     detail: str = ""  # why, in our words (RpcError.log_detail); never token material
-    reason: str | None = None  # the ErrorInfo reason the caller was given, if any
+    # Why the call failed, as a machine code: the ErrorInfo reason the caller was given (an
+    # upstream's own, relayed), or the failure's own (UPSTREAM_STATUS, INTERNAL); None if OK.
+    reason: str | None = None
 
 
 # A client that gives up at its deadline resets the stream, and the reset can reach the gateway
@@ -33,8 +35,6 @@ class CallOutcome:
 # to its deadline cannot be told apart from one whose deadline fired.
 DEADLINE_TOLERANCE_S = 0.1
 DEADLINE_TOLERANCE_SHARE = 0.01
-DEADLINE_MESSAGE = "Deadline exceeded."
-CANCELLED_MESSAGE = "The call was cancelled by the client."
 
 
 def cancellation_status(remaining: float | None, elapsed: float) -> tuple[StatusCode, str]:

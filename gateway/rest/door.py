@@ -12,23 +12,25 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from gateway.call import Call, new_call
-from gateway.errors import CallFailure, StatusCode
+from gateway.errors import (
+    DEADLINE_MESSAGE,
+    INTERNAL_MESSAGE,
+    NOT_FOUND_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    CallFailure,
+    StatusCode,
+)
 from gateway.headers import TIMEOUT_HEADER, GatewayHeaders
-from gateway.outcome import DEADLINE_MESSAGE
 from gateway.resource_names import printable
 from gateway.rest.metadata import DEFAULT_GATEWAY_HEADERS, grpc_peer, invocation_metadata
 from gateway.rest.routes import Matched, RouteTable, WrongVerb
 from gateway.rest.status import error_body, http_status, retry_after, status_details
 from gateway.rest.tls import peer_auth_context
 from gateway.rest.transcode import BadRequest, build_request, json_text, response_json
-from gateway.stages.audit import INTERNAL_MESSAGE
 from gateway.stages.chain import Runner
 from gateway.upstream.forwarder import UpstreamForwarder
 
 log = logging.getLogger("opsgate.rest")
-
-NOT_FOUND_MESSAGE = "The requested URL was not found on this server."
-UNAVAILABLE_MESSAGE = "The service is currently unavailable."
 
 
 class RestHandler:

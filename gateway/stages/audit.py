@@ -9,7 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.call import Call, current_call
-from gateway.errors import CallFailure, StatusCode, Unavailable
+from gateway.errors import (
+    INTERNAL_MESSAGE,
+    UNIMPLEMENTED_MESSAGE,
+    CallFailure,
+    StatusCode,
+    audit_unavailable,
+)
 from gateway.outcome import CallOutcome, OutcomeSink, cancellation_status
 from gateway.stages.base import Step
 
@@ -17,23 +23,13 @@ log = logging.getLogger("opsgate.chain")
 
 T = TypeVar("T")
 
-INTERNAL_MESSAGE = "Internal error encountered."
-UNIMPLEMENTED_MESSAGE = "Method not found."
-
-
-def audit_unavailable() -> Unavailable:
-    return Unavailable(
-        "The service is currently unavailable.",
-        reason="AUDIT_UNAVAILABLE",
-        log_detail="the audit trail cannot take records (audit.on_failure: fail_closed)",
-    )
-
 
 class UnexpectedFailure(CallFailure):
     """A call that failed in a way no stage or handler meant: answered INTERNAL, logged here."""
 
     code = StatusCode.INTERNAL
     message = INTERNAL_MESSAGE
+    reason = "INTERNAL"
 
 
 class MethodNotFound(CallFailure):
@@ -41,6 +37,7 @@ class MethodNotFound(CallFailure):
 
     code = StatusCode.UNIMPLEMENTED
     message = UNIMPLEMENTED_MESSAGE
+    reason = "METHOD_NOT_IMPLEMENTED"
 
 
 class AuditStage:
@@ -75,7 +72,7 @@ class AuditStage:
             return await handler(call)
         except CallFailure as failure:
             code, message = failure.code, failure.message
-            detail, reason = failure.log_detail, getattr(failure, "reason", None)
+            detail, reason = failure.log_detail, failure.reason
             raise
         except asyncio.CancelledError:
             code, message = _cancellation(call)
@@ -88,8 +85,9 @@ class AuditStage:
                 code, message = _cancellation(call)
                 raise asyncio.CancelledError() from None
             log.exception("unexpected error in %s request_id=%s", call.method, call.request_id)
-            code, message = StatusCode.INTERNAL, INTERNAL_MESSAGE
-            raise UnexpectedFailure(INTERNAL_MESSAGE) from exc
+            unexpected = UnexpectedFailure(INTERNAL_MESSAGE)
+            code, message, reason = unexpected.code, unexpected.message, unexpected.reason
+            raise unexpected from exc
         finally:
             # Recorded before the caller can see the answer: whoever reads the trail after
             # a call has returned finds its record submitted.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from google.protobuf.message import DecodeError
 
 from gateway.call import Call
-from gateway.errors import InvalidArgument, Unimplemented
+from gateway.errors import InvalidArgument, unimplemented
 from gateway.profile import ServiceProfile
 from gateway.routing import METHODS_BY_PATH
 from gateway.stages.base import CheckStage, Step
@@ -55,7 +55,7 @@ class RouteStage(CheckStage):
 
 
 def _unrouted(method: str) -> Step:
-    def unimplemented(call: Call) -> None:
-        raise Unimplemented("Method not found.", log_detail=f"the profile does not route {method}")
+    def not_routed(call: Call) -> None:
+        raise unimplemented(method, f"the profile does not route {method}")
 
-    return unimplemented
+    return not_routed

@@ -11,7 +11,7 @@ import grpc
 
 from gateway.authn.principal import Principal
 from gateway.call import Call
-from gateway.errors import RelayedStatus, StatusCode, Unavailable
+from gateway.errors import RelayedStatus, StatusCode, Unavailable, upstream_unavailable
 from gateway.headers import CREDENTIAL_HEADER, GatewayHeaders, is_transport_header
 from gateway.routing import OPERATIONS_METHODS
 
@@ -143,9 +143,7 @@ class UpstreamForwarder:
         if code is grpc.StatusCode.UNAVAILABLE and not trailing and self._never_answered(err):
             # The upstream never answered: say so in our words, keep its address to our log.
             log.warning("upstream %s unreachable: %s", self._target, err.details())
-            return Unavailable(
-                "The service is currently unavailable.", reason="UPSTREAM_UNAVAILABLE"
-            )
+            return upstream_unavailable()
         return RelayedStatus(StatusCode(code.value[0]), err.details() or "", trailing)
 
     def _never_answered(self, err: grpc.aio.AioRpcError) -> bool:

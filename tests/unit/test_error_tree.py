@@ -196,18 +196,7 @@ MESSAGES = {
 
 # Literals that still stand in modules being rewritten by other work of issue 16; each is to be
 # replaced by the errors.py constant (or helper) and then removed here. Never to be added to.
-KNOWN_REPEATS: set[tuple[str, str]] = {
-    ("gateway/interceptors/audit.py", "UNAVAILABLE_MESSAGE"),
-    ("gateway/interceptors/audit.py", "UNIMPLEMENTED_MESSAGE"),
-    ("gateway/interceptors/audit.py", "INTERNAL_MESSAGE"),
-    ("gateway/interceptors/route.py", "UNIMPLEMENTED_MESSAGE"),
-    ("gateway/rest/door.py", "UNAVAILABLE_MESSAGE"),
-    ("gateway/rest/door.py", "NOT_FOUND_MESSAGE"),
-    ("gateway/rest/invoke.py", "UNIMPLEMENTED_MESSAGE"),
-    ("gateway/upstream/forwarder.py", "UNAVAILABLE_MESSAGE"),
-    ("gateway/outcome.py", "DEADLINE_MESSAGE"),
-    ("gateway/outcome.py", "CANCELLED_MESSAGE"),
-}
+KNOWN_REPEATS: set[tuple[str, str]] = set()
 
 
 def _message_literals() -> list[tuple[str, str]]:
