@@ -20,6 +20,8 @@ from benchmarks.fixtures import Identity, write_gateway_config, write_policy
 from benchmarks.modes import Mode
 from benchmarks.procs import REPO, Service, child_env, free_port, python_module
 from benchmarks.stats import percentile
+from gateway.testing.ports import wait_listening
+from gateway.testing.processes import gateway_argv, upstream_argv
 
 LOADGEN = "benchmarks.loadgen"
 
@@ -93,8 +95,8 @@ class Bench:
     def start(
         self, name: str, argv: list[str], address: str, *, health: bool, timeout_s: float = 90
     ) -> Service:
-        service = Service(name, argv, self.dir / f"{name}.log", address)
-        service.start()
+        log = self.dir / f"{name}.log"
+        service = Service(argv, name=name, address=address, log_path=log, cwd=REPO)
         self.services.append(service)
         service.wait_ready(timeout_s, health=health)
         return service
@@ -114,8 +116,7 @@ class Bench:
 
     def start_upstream(self) -> Service:
         address = f"127.0.0.1:{free_port()}"
-        argv = python_module("gateway", "upstream", "--listen", address)
-        self.upstream = self.start("upstream", argv, address, health=True)
+        self.upstream = self.start("upstream", upstream_argv(address), address, health=True)
         self.expected = fetch(address, self.request, None)
         self.expected_file.write_bytes(self.expected)
         return self.upstream
@@ -165,12 +166,11 @@ class Bench:
             metrics_listen=metrics_listen,
             rest_listen=rest_listen,
         )
-        argv = [*(prefix or [sys.executable]), "-m", "gateway", "serve", "--config", str(config)]
-        if workers is not None:
-            argv += ["--workers", str(workers)]
+        args = [] if workers is None else ["--workers", str(workers)]
+        argv = gateway_argv(config, *args, python=prefix or [sys.executable])
         service = self.start(name, argv, address, health=True)
-        if rest_listen is not None:
-            service.wait_ready(30, address=rest_listen)
+        if rest_listen is not None and not wait_listening(rest_listen, 30):
+            raise service.fail(f"the REST door is not listening on {rest_listen} after 30s")
         return service
 
     # --- load ---------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.reference_upstream.seed import DONE_OPERATION, STAGING_OPERATION
+from gateway.testing.loop import LoopThread
 from hardening.doors import GrpcDoor
-from hardening.env import LoopThread, Workdir, mint, replace_file, wait_until
+from hardening.env import Workdir, mint, replace_file, wait_until
 from hardening.ledger import capturing_logs
 from hardening.world import running_world
 

@@ -1,27 +1,21 @@
-"""The world the attacks run in: signing keys, tokens, config files, a loop thread, free ports."""
+"""The world the attacks run in: signing keys, tokens, config files (ports and the loop thread
+are gateway.testing's)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Awaitable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from gateway.testing.tokens import SigningKey, claims, ec_key, jwks, rsa_key
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_POLICY = REPO / "policies" / "example.yaml"
@@ -30,36 +24,6 @@ AUDIENCE = "opsgate-hardening"
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 _serial = itertools.count(1)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class LoopThread:
-    """One asyncio event loop on a daemon thread; `run` executes a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="hardening-loop", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Awaitable[T], timeout: float | None = 60) -> T:
-        return self.submit(coro).result(timeout)
-
-    def submit(self, coro: Awaitable[T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 @dataclass

@@ -27,23 +27,23 @@ from google.rpc import error_details_pb2, status_pb2
 
 from gateway.policy.loader import load_policy_text
 from gateway.reference_upstream.seed import DONE_OPERATION
+from gateway.testing.idp import LocalIdp, local_idp
+from gateway.testing.loop import LoopThread
+from gateway.testing.ports import free_port, wait_port_free
+from gateway.testing.processes import ServerProcess, gateway_process, upstream_process
+from gateway.testing.upstream import ControlledUpstream, start_controlled_upstream
 from hardening.doors import Answer, GrpcDoor, RestSession
 from hardening.env import (
     EXAMPLE_POLICY,
     Keys,
-    LoopThread,
     Workdir,
-    free_port,
     gateway_config,
     mint,
     replace_file,
     wait_until,
 )
-from hardening.jwks import JwksServer, jwks_server
 from hardening.ledger import AuditCheck, LogReport, judge_stderr, reconcile
 from hardening.oracle import Expectation, Oracle, method_path, table_cases, who_claims
-from hardening.procs import Process, gateway_process, upstream_process, wait_port_free
-from hardening.upstream import ControlledUpstream, start_controlled_upstream
 from hardening.world import Violation
 
 NORMAL = "normal"
@@ -195,7 +195,7 @@ class Load:
 class FaultWorld:
     """A gateway process, its upstream, its JWKS endpoint, and what its clients saw."""
 
-    def __init__(self, workdir: Workdir, loop: LoopThread, keys: Keys, jwks: JwksServer) -> None:
+    def __init__(self, workdir: Workdir, loop: LoopThread, keys: Keys, jwks: LocalIdp) -> None:
         self.workdir = workdir
         self.loop = loop
         self.keys = keys
@@ -203,14 +203,17 @@ class FaultWorld:
         self.oracle = Oracle()
         self.mix = load_mix(self.oracle)
         self.upstream_port = free_port()
-        self.upstream_proc: Process | None = upstream_process(self.upstream_port)
+        self.upstream_address = f"127.0.0.1:{self.upstream_port}"
+        self.upstream_proc: ServerProcess | None = upstream_process(
+            f"127.0.0.1:{self.upstream_port}"
+        )
         self.controlled: ControlledUpstream | None = None
         self.policy = workdir.policy_copy()
         self.audit_file = workdir.path / "audit.log"
         self.config = gateway_config(
             workdir,
-            upstream=f"127.0.0.1:{self.upstream_port}",
-            jwks_url=jwks.url,
+            upstream=self.upstream_address,
+            jwks_url=jwks.jwks_url,
             policy=self.policy,
             audit_file=self.audit_file,
             issuer={"jwks_ttl_s": 2, "jwks_min_refresh_interval_s": 1},
@@ -219,7 +222,7 @@ class FaultWorld:
             audit_file_settings={"fsync": "never"},
         )
         self.gateway = gateway_process(self.config)
-        self.door = GrpcDoor(self.gateway.address or "")
+        self.door = GrpcDoor(self.gateway.address)
         self.rest_address = self.gateway.rest_address
         self.phase = NORMAL
         self.answered: list[str] = []
@@ -296,18 +299,18 @@ class FaultWorld:
         wait_port_free(self.upstream_port)
 
     def start_reference_upstream(self) -> None:
-        self.upstream_proc = upstream_process(self.upstream_port)
+        self.upstream_proc = upstream_process(self.upstream_address)
 
     def start_controlled_upstream(self) -> ControlledUpstream:
         self.controlled = self.loop.run(start_controlled_upstream(self.upstream_port))
         return self.controlled
 
     def close(self) -> tuple[int | None, LogReport]:
-        code = self.gateway.terminate()
+        code = self.gateway.stop(30)
         self.door.close()
         with suppress(Exception):
             self.kill_upstream()
-        return code, self.gateway.logs()
+        return code, judge_stderr(self.gateway.lines)
 
 
 # -- judging
@@ -627,7 +630,7 @@ def _jwks_rotation(world: FaultWorld, scale: float) -> FaultResult:
         load = Load(world, fresh_tokens=0.3, pause_s=0.01)
         with load:
             world.phase = "rotating-in"
-            world.jwks.document = keys.published(keys.primary, keys.ec, keys.rotated)
+            world.jwks.publish(keys.published(keys.primary, keys.ec, keys.rotated))
             started = time.monotonic()
             accepted_after = _first_ok(world, keys.rotated, timeout=5.0 * scale + 3)
             result.notes.append(
@@ -636,7 +639,7 @@ def _jwks_rotation(world: FaultWorld, scale: float) -> FaultResult:
                 else "the new key was never accepted"
             )
             world.phase = "rotating-out"
-            world.jwks.document = keys.published(keys.rotated, keys.ec)
+            world.jwks.publish(keys.published(keys.rotated, keys.ec))
             withdrawn = time.monotonic()
             refused_after = _first_refusal(world, keys.primary, timeout=6.0 * scale + 3)
             result.notes.append(
@@ -645,7 +648,7 @@ def _jwks_rotation(world: FaultWorld, scale: float) -> FaultResult:
                 else "the withdrawn key was never refused"
             )
             world.phase = "restored"
-            world.jwks.document = keys.published()
+            world.jwks.publish(keys.published())
             time.sleep(2.5)  # let the restored key set be fetched (ttl 2 s)
         world.phase = NORMAL
         judge_shots(result, load.shots, {"rotating-in": normal})
@@ -829,19 +832,19 @@ def fault_jwks_down_at_start(workdir: Workdir, keys: Keys, scale: float) -> Faul
         "without a restart.",
     )
     started = time.monotonic()
-    with jwks_server(keys.published()) as jwks:
+    with local_idp(jwks=keys.published()) as jwks:
         jwks.set_mode("refused")
-        upstream = upstream_process(free_port())
+        upstream = upstream_process()
         audit_file = workdir.path / "audit.log"
         config = gateway_config(
             workdir,
-            upstream=upstream.address or "",
-            jwks_url=jwks.url,
+            upstream=upstream.address,
+            jwks_url=jwks.jwks_url,
             policy=workdir.policy_copy(),
             audit_file=audit_file,
         )
         gateway = gateway_process(config)
-        door = GrpcDoor(gateway.address or "")
+        door = GrpcDoor(gateway.address)
         answered: list[str] = []
         try:
             alive = door.healthy("opsgate.liveness")
@@ -879,10 +882,10 @@ def fault_jwks_down_at_start(workdir: Workdir, keys: Keys, scale: float) -> Faul
             )
         finally:
             door.close()
-            code = gateway.terminate()
-            upstream.terminate()
+            code = gateway.stop(30)
+            upstream.stop(30)
         result.alive = code == 0
-        result.unhandled = gateway.logs().unhandled
+        result.unhandled = judge_stderr(gateway.lines).unhandled
         check = reconcile(audit_file, answered)
         if not check.ok:
             result.violations.append(Violation("audit", "grpc", str(check.as_dict())))
@@ -911,7 +914,7 @@ def run_faults(workdir: Workdir, loop: LoopThread, scale: float) -> FaultRun:
     serving = False
     table: list[Violation] = []
     doors = ["grpc"]
-    with jwks_server(keys.published()) as jwks:
+    with local_idp(jwks=keys.published()) as jwks:
         world = FaultWorld(workdir.sub("faults"), loop, keys, jwks)
         try:
             if world.rest_address:

@@ -6,10 +6,11 @@ import random
 import time
 from typing import Any
 
+from gateway.testing.idp import local_idp
+from gateway.testing.loop import LoopThread
 from hardening import call_attacks, condition_attacks, policy_attacks, regex_stall
-from hardening.env import Keys, LoopThread, Workdir
-from hardening.jwks import jwks_server
-from hardening.ledger import capturing_logs
+from hardening.env import Keys, Workdir
+from hardening.ledger import capturing_logs, judge_stderr
 from hardening.policy_attacks import Judge
 from hardening.process_world import ProcessWorld
 
@@ -40,8 +41,8 @@ def run_issue15(
     baits = regex_stall.baits(random.Random(seed + 13), max(4, min(12, regex_calls // 3)))
     keys = Keys()
     exit_code: int | None = None
-    with capturing_logs() as logs, jwks_server(keys.published()) as jwks:
-        vouching = call_attacks.vouching_issuer(jwks.url)
+    with capturing_logs() as logs, local_idp(jwks=keys.published()) as jwks:
+        vouching = call_attacks.vouching_issuer(jwks.jwks_url)
         policy = call_attacks.process_policy(regex_stall.bait_policy(baits))
         world = ProcessWorld(workdir.sub("calls"), loop, keys, jwks, policy, vouching)
         try:
@@ -56,7 +57,7 @@ def run_issue15(
             )
         finally:
             exit_code = world.close()
-            process_logs = world.process.logs() if world.process is not None else None
+            process_logs = judge_stderr(world.process.lines) if world.process is not None else None
     classes = [results[n].as_dict() for n in sorted(results)]
     unhandled = list(logs.unhandled) + (process_logs.unhandled if process_logs else [])
     return {

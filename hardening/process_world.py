@@ -7,13 +7,14 @@ from typing import Any
 
 from gateway.reference_upstream.calls import CallRecord
 from gateway.reference_upstream.seed import DONE_OPERATION
+from gateway.testing.idp import LocalIdp
+from gateway.testing.loop import LoopThread
+from gateway.testing.processes import ServerProcess, gateway_process
 from gateway.testing.tokens import claims
+from gateway.testing.upstream import ControlledUpstream, start_controlled_upstream
 from hardening.doors import Answer, GrpcDoor, RestDoor
-from hardening.env import AUDIENCE, Keys, LoopThread, Workdir, gateway_config, mint, wait_until
-from hardening.jwks import JwksServer
+from hardening.env import AUDIENCE, Keys, Workdir, gateway_config, mint, wait_until
 from hardening.ledger import read_audit
-from hardening.procs import Process, gateway_process
-from hardening.upstream import ControlledUpstream, start_controlled_upstream
 
 ALICE = {"email": "alice@acme.example"}
 
@@ -27,7 +28,7 @@ class ProcessWorld:
         workdir: Workdir,
         loop: LoopThread,
         keys: Keys,
-        jwks: JwksServer,
+        jwks: LocalIdp,
         policy_text: str,
         more_issuers: list[dict[str, Any]] | None = None,
     ) -> None:
@@ -38,13 +39,13 @@ class ProcessWorld:
         self.config = gateway_config(
             workdir,
             upstream=self.upstream.address,
-            jwks_url=jwks.url,
+            jwks_url=jwks.jwks_url,
             policy=workdir.write("policy.yaml", policy_text),
             audit_file=self.audit_file,
             more_issuers=more_issuers,
             audit_file_settings={"max_bytes": 64 * 1024 * 1024},
         )
-        self.process: Process | None = None
+        self.process: ServerProcess | None = None
         self.grpc: GrpcDoor | None = None
         self.rest: RestDoor | None = None
         self.restarts = 0
@@ -54,7 +55,7 @@ class ProcessWorld:
 
     def start(self) -> None:
         self.process = gateway_process(self.config)
-        self.grpc = GrpcDoor(self.process.address or "")
+        self.grpc = GrpcDoor(self.process.address)
         rest = self.process.rest_address
         self.rest = RestDoor(rest) if rest else None
         if not wait_until(lambda: self.door("grpc").healthy(timeout=1), 15):
@@ -70,7 +71,7 @@ class ProcessWorld:
         self.start()
 
     def close(self) -> int | None:
-        code = self.process.terminate() if self.process is not None else None
+        code = self.process.stop(30) if self.process is not None else None
         if self.grpc is not None:
             self.grpc.close()
         self.loop.run(self.upstream.stop())

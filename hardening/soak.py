@@ -26,23 +26,15 @@ from gateway.reference_upstream.seed import (
     SUPPORT_TIER1_VIEW,
     SUPPORT_TIER2_VIEW,
 )
+from gateway.testing.idp import local_idp
+from gateway.testing.ports import free_port
+from gateway.testing.processes import gateway_process, rss_bytes, upstream_process
 from gateway.testing.tokens import claims
 from hardening.doors import GrpcDoor, RestSession
-from hardening.env import (
-    AUDIENCE,
-    ISSUER,
-    Keys,
-    Workdir,
-    free_port,
-    gateway_config,
-    mint,
-    wait_until,
-)
+from hardening.env import AUDIENCE, ISSUER, Keys, Workdir, gateway_config, mint, wait_until
 from hardening.fuzz import RESOURCES, callers
-from hardening.jwks import jwks_server
-from hardening.ledger import reconcile
+from hardening.ledger import judge_stderr, reconcile
 from hardening.oracle import Oracle, method_path
-from hardening.procs import gateway_process, upstream_process
 
 TOKEN_CACHE = 256
 DECISION_CACHE = 512
@@ -191,14 +183,14 @@ def run_soak(
     result = SoakResult(target_rate=rate)
     keys = Keys()
     oracle = Oracle()
-    with jwks_server(keys.published()) as jwks:
-        upstream = upstream_process(free_port())
+    with local_idp(jwks=keys.published()) as jwks:
+        upstream = upstream_process()
         audit_file = workdir.path / "audit.log"
         metrics_port = free_port()
         config = gateway_config(
             workdir,
-            upstream=upstream.address or "",
-            jwks_url=jwks.url,
+            upstream=upstream.address,
+            jwks_url=jwks.jwks_url,
             policy=workdir.policy_copy(),
             audit_file=audit_file,
             authentication={"token_cache_size": TOKEN_CACHE},
@@ -210,7 +202,7 @@ def run_soak(
             },
         )
         gateway = gateway_process(config)
-        door = GrpcDoor(gateway.address or "")
+        door = GrpcDoor(gateway.address)
         mix = _Mix(seed, keys)
         answered: list[str] = []
         cut_short = 0
@@ -279,7 +271,7 @@ def run_soak(
             for thread in workers:
                 thread.start()
             while time.monotonic() - started < seconds:
-                rss = gateway.rss_kib()
+                rss = rss_bytes(gateway.pid) // 1024 or None
                 if rss is not None:
                     result.rss_kib.append((round(time.monotonic() - started, 1), rss))
                 time.sleep(min(1.0, max(0.2, seconds / 40)))
@@ -287,7 +279,7 @@ def run_soak(
             for thread in workers:
                 thread.join(10)
             result.seconds = time.monotonic() - started
-            rss = gateway.rss_kib()
+            rss = rss_bytes(gateway.pid) // 1024 or None
             if rss is not None:
                 result.rss_kib.append((round(result.seconds, 1), rss))
             result.metrics = _scrape(metrics_port)
@@ -298,9 +290,9 @@ def run_soak(
             result.still_serving = door.healthy("") and good.code == "OK"
         finally:
             door.close()
-            result.exit_code = gateway.terminate()
-            upstream.terminate()
-        result.unhandled = gateway.logs().unhandled
+            result.exit_code = gateway.stop(30)
+            upstream.stop(30)
+        result.unhandled = judge_stderr(gateway.lines).unhandled
         check = reconcile(audit_file, answered, cut_short, exact=True)
         result.audit = check.as_dict()
         result.distinct_principals = len(mix.principals) + len(mix.table)

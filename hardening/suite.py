@@ -7,7 +7,6 @@ longer faults and a five-minute soak (about ten minutes in all).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.testing.loop import LoopThread
+from gateway.testing.processes import child_env
 from hardening import fuzz
 from hardening.bugs import run_known_bugs
-from hardening.env import REPO, LoopThread, Workdir
+from hardening.env import REPO, Workdir
 from hardening.faults import run_faults
 from hardening.issue15 import run_issue15
 from hardening.ledger import capturing_logs, reconcile, token_leaks
@@ -209,7 +210,7 @@ def _atheris(plan: Plan, workdir: Workdir) -> dict[str, Any]:
     except ImportError:
         return {"ran": False, "note": "atheris is not installed (optional: the hardening extra)"}
     corpus = workdir.path / "corpus"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()  # the child finds `hardening` in its cwd, REPO (python -m)
     base = [sys.executable, "-m", "hardening.atheris_target"]
     if plan.atheris_seconds <= 0:
         return {"ran": False, "note": "not in this mode (full mode runs it)"}

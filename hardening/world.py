@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import load_settings
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.calls import CallRecord
 from gateway.reference_upstream.seed import DONE_OPERATION
 from gateway.server import Gateway, start_gateway
+from gateway.testing.idp import LocalIdp, local_idp
+from gateway.testing.loop import LoopThread
+from gateway.testing.upstream import running_upstream
 from hardening.doors import CLIENT_REFUSED, Answer, GrpcDoor, RestDoor
-from hardening.env import Keys, LoopThread, Workdir, gateway_config, mint
-from hardening.jwks import JwksServer, jwks_server
+from hardening.env import Keys, Workdir, gateway_config, mint
 from hardening.oracle import (
     ALLOW,
     GRPC_CODE,
@@ -59,7 +61,7 @@ class World:
 
     loop: LoopThread
     keys: Keys
-    jwks: JwksServer
+    jwks: LocalIdp
     upstream: ReferenceUpstream
     gateway: Gateway
     audit_file: Path
@@ -99,14 +101,13 @@ class World:
 def running_world(workdir: Workdir, loop: LoopThread, *, with_rest: bool = True) -> Iterator[World]:
     keys = Keys()
     with ExitStack() as stack:
-        jwks = stack.enter_context(jwks_server(keys.published()))
-        upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
-        stack.callback(lambda: loop.run(upstream.stop(0)))
+        jwks = stack.enter_context(local_idp(jwks=keys.published()))
+        upstream = stack.enter_context(running_upstream(loop, seed=True))
         audit_file = workdir.path / "audit.log"
         config = gateway_config(
             workdir,
             upstream=upstream.address,
-            jwks_url=jwks.url,
+            jwks_url=jwks.jwks_url,
             policy=workdir.policy_copy(),
             audit_file=audit_file,
             audit_file_settings={"max_bytes": 2 * 1024 * 1024, "backups": 1000},

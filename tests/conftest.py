@@ -10,13 +10,13 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import pytest
 
+from gateway.testing.loop import LoopThread
 from tests.support.leaks import watching_for_token_leaks
-from tests.support.loop_thread import LoopThread, loop_thread
 
 
 @pytest.fixture(scope="session")
 def loop() -> Iterator[LoopThread]:
-    with loop_thread() as thread:
+    with LoopThread("test-loop") as thread:
         yield thread
 
 

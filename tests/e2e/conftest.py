@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
-from tests.support.loop_thread import LoopThread
+from gateway.reference_upstream import ReferenceUpstream
+from gateway.testing.loop import LoopThread
+from gateway.testing.upstream import running_upstream
 from tests.support.stack import Identity, Stack, make_identity, running_stack
 
 
@@ -25,8 +26,5 @@ def stack(loop: LoopThread, identity: Identity) -> Iterator[Stack]:
 @pytest.fixture
 def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
     """A seeded reference upstream of its own for the test."""
-    running = loop.run(start_reference_upstream("127.0.0.1:0", seed=True))
-    try:
+    with running_upstream(loop, seed=True) as running:
         yield running
-    finally:
-        loop.run(running.stop(0))

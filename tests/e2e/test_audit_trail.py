@@ -33,7 +33,7 @@ from gateway.configschema import OutputFile
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.reference_upstream.seed import DONE_OPERATION, STUCK_OPERATION
 from gateway.server import start_gateway
-from tests.support.loop_thread import LoopThread
+from gateway.testing.loop import LoopThread
 from tests.support.stack import EXAMPLE_POLICY, FULL_PROFILE, Identity, gateway_settings
 
 MISSING = DONE_OPERATION.rsplit("/", 1)[0] + "/404404"

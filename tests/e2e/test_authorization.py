@@ -13,7 +13,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.reference_upstream.seed import DONE_OPERATION
-from tests.support.loop_thread import LoopThread
+from gateway.testing.loop import LoopThread
 from tests.support.policy_cases import (
     CASES,
     DENIED,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,9 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.testing.loop import LoopThread
+from gateway.testing.ports import free_port
 from tests.support.bearer import with_bearer
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import FULL_PROFILE, OPEN_POLICY, Identity
 
 NAME = "projects/acme/locations/us-central1/operations/drain"
@@ -170,9 +170,7 @@ def test_demo_runs_and_exits_zero() -> None:
 def test_two_workers_share_the_port_and_drain(
     loop: LoopThread, tmp_path: Path, identity: Identity
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     audit = tmp_path / "audit.log"
     with _upstream(loop) as upstream:
         upstream.store.create(NAME)
@@ -215,9 +213,7 @@ def test_workers_told_to_stop_while_they_start_exit_cleanly(
 ) -> None:
     # A SIGTERM forwarded while the workers were still importing killed them (exit -15), and
     # the supervisor exited 1; the workers now hold it until they can drain.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with _upstream(loop) as upstream:
         config = tmp_path / "opsgate.yaml"
         config.write_text(

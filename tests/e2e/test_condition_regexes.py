@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.api_core import exceptions
 
-from tests.support.loop_thread import LoopThread
+from gateway.testing.loop import LoopThread
 from tests.support.stack import Identity, Stack, running_stack
 
 PREFIX = "projects/acme/locations/us/operations/"

@@ -20,9 +20,9 @@ from gateway.outcome import MemorySink
 from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION, STAGING_OPERATION
 from gateway.server import Gateway, start_gateway
+from gateway.testing.loop import LoopThread
 from tests.support.bearer import with_bearer
 from tests.support.certs import make_pki, requiring_client_certs
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import EXAMPLE_POLICY, Identity, gateway_settings
 
 DEPLOYER_SPIFFE = "spiffe://acme.example/ns/ci/sa/deployer"

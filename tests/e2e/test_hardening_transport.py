@@ -25,7 +25,7 @@ from gateway.headers import DEFAULT_IDENTITY_HEADER, header_family
 from gateway.library import OpsgateChain
 from gateway.rest.settings import RestSettings
 from gateway.server import Gateway, start_gateway
-from tests.support.loop_thread import LoopThread
+from gateway.testing.loop import LoopThread
 from tests.support.probe_upstream import TRAILING, Metadata, ProbeServicer, probe_upstream
 from tests.support.stack import Identity, gateway_settings
 

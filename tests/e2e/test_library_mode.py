@@ -25,8 +25,8 @@ from gateway.reference_upstream import (
     seed_demo,
 )
 from gateway.reference_upstream.seed import DONE_OPERATION
+from gateway.testing.loop import LoopThread
 from tests.support.bearer import with_bearer
-from tests.support.loop_thread import LoopThread
 from tests.support.policy_cases import CASES, NOT_FOUND, OK, STRANGER, Who, outcome
 from tests.support.stack import EXAMPLE_POLICY, Identity, quiet_audit_yaml
 

@@ -22,10 +22,10 @@ from gateway.observability.logs import JsonFormatter
 from gateway.reference_upstream import ReferenceUpstream
 from gateway.reference_upstream.seed import DONE_OPERATION
 from gateway.server import Gateway, start_gateway
+from gateway.testing.idp import local_idp
+from gateway.testing.loop import LoopThread
 from gateway.testing.tokens import jwks
 from tests.support.bearer import with_bearer
-from tests.support.idp import local_idp
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import (
     AUDIENCE,
     EXAMPLE_POLICY,

@@ -18,8 +18,8 @@ from gateway.audit.logentry import to_log_entry
 from gateway.outcome import MemorySink
 from gateway.reference_upstream import start_reference_upstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.loop import LoopThread
 from tests.support.bearer import with_bearer
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import FULL_PROFILE, Identity, gateway_settings
 
 NAME = "projects/acme/locations/us-central1/operations/reload"

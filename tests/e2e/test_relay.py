@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.server import start_gateway
+from gateway.testing.ports import free_port
 from tests.support.bearer import with_bearer
 from tests.support.probe_upstream import INITIAL, TRAILING, ProbeServicer, probe_upstream
 from tests.support.stack import Identity, Stack, gateway_settings
@@ -116,14 +116,8 @@ def test_deadline_on_a_slow_upstream_cancels_it(loop, identity: Identity) -> Non
     loop.run(scenario())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_upstream_down_is_unavailable_not_a_hang(loop, identity: Identity) -> None:
-    settings = gateway_settings(f"127.0.0.1:{_free_port()}", identity)
+    settings = gateway_settings(f"127.0.0.1:{free_port()}", identity)
     gateway = loop.run(start_gateway(settings))
     try:
         with grpc.insecure_channel(gateway.address) as channel:

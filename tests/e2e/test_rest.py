@@ -50,10 +50,10 @@ from gateway.rest.settings import RestSettings
 from gateway.rest.status import HTTP_STATUS
 from gateway.rest.tls import server_ssl_context
 from gateway.server import Gateway, start_gateway
+from gateway.testing.loop import LoopThread
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
 from tests.support.bearer import with_bearer
 from tests.support.certs import make_pki, requiring_client_certs
-from tests.support.loop_thread import LoopThread
 from tests.support.policy_cases import ALICE, BOB, CASES, NOT_FOUND, OK, STRANGER, Who
 from tests.support.probe_upstream import ProbeServicer, probe_upstream
 from tests.support.stack import EXAMPLE_POLICY, Identity, Stack, gateway_settings, running_stack

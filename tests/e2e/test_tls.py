@@ -14,9 +14,9 @@ from google.api_core import operations_v1
 from gateway.config import ServerTls, UpstreamTls
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import server_credentials, start_gateway
+from gateway.testing.loop import LoopThread
 from tests.support.bearer import with_bearer
 from tests.support.certs import Pki, make_pki, requiring_client_certs
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import Identity, gateway_settings
 
 NAME = "projects/acme/locations/us-central1/operations/tls"

@@ -34,9 +34,9 @@ from gateway.config import load_settings
 from gateway.outcome import AccessLogSink, CallOutcome
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.idp import LocalIdp, Request, local_idp
+from gateway.testing.loop import LoopThread
 from gateway.testing.tokens import SigningKey, claims, ec_key, jwks, rsa_key
-from tests.support.idp import LocalIdp, Request, local_idp
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import FULL_PROFILE, OPEN_POLICY, quiet_audit
 
 NAME = "projects/acme/locations/us-central1/operations/token-kinds"

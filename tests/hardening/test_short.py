@@ -21,8 +21,9 @@ import pytest
 from gateway.config import load_settings
 from gateway.reference_upstream.seed import DONE_OPERATION, STAGING_OPERATION
 from gateway.server import start_gateway
+from gateway.testing.loop import LoopThread
 from hardening.doors import GrpcDoor
-from hardening.env import LoopThread, Workdir, mint, replace_file, wait_until
+from hardening.env import Workdir, mint, replace_file, wait_until
 from hardening.ledger import capturing_logs
 from hardening.oracle import Oracle, self_check
 from hardening.report import write

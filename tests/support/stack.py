@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,12 @@ from google.api_core import operations_v1
 
 from gateway.config import Settings, load_settings
 from gateway.outcome import MemorySink
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.loop import LoopThread
 from gateway.testing.tokens import SigningKey, claims, jwks, rsa_key
+from gateway.testing.upstream import running_upstream
 from tests.support.bearer import with_bearer
-from tests.support.loop_thread import LoopThread
 
 ISSUER = "https://idp.opsgate.test"
 AUDIENCE = "opsgate-tests"
@@ -143,13 +144,14 @@ class Stack:
 def running_stack(
     loop: LoopThread, identity: Identity, *, seed: bool = True, policy: Path | None = None
 ) -> Iterator[Stack]:
-    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=seed))
-    sink = MemorySink()
-    settings = gateway_settings(upstream.address, identity, policy)
-    gateway = loop.run(start_gateway(settings, sink=sink))
-    raw_channel = grpc.insecure_channel(gateway.address)
-    upstream_channel = grpc.insecure_channel(upstream.address)
-    try:
+    with ExitStack() as stack:
+        upstream = stack.enter_context(running_upstream(loop, seed=seed))
+        sink = MemorySink()
+        settings = gateway_settings(upstream.address, identity, policy)
+        gateway = loop.run(start_gateway(settings, sink=sink))
+        stack.callback(lambda: loop.run(gateway.stop(0)))
+        raw_channel = stack.enter_context(grpc.insecure_channel(gateway.address))
+        upstream_channel = stack.enter_context(grpc.insecure_channel(upstream.address))
         yield Stack(
             loop,
             upstream,
@@ -160,8 +162,3 @@ def running_stack(
             with_bearer(raw_channel, identity.token()),
             upstream_channel,
         )
-    finally:
-        raw_channel.close()
-        upstream_channel.close()
-        loop.run(gateway.stop(0))
-        loop.run(upstream.stop(0))

@@ -46,10 +46,10 @@ from gateway.policytools.inputs import InputError, caller_for
 from gateway.profile import load_profile
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.idp import local_idp
+from gateway.testing.loop import LoopThread
 from gateway.testing.tokens import claims, jwks, rsa_key
 from tests.support.certs import make_pki
-from tests.support.idp import local_idp
-from tests.support.loop_thread import LoopThread
 from tests.support.stack import FULL_PROFILE, Identity, make_identity
 from tests.unit.policytools.support import opsgate
 

@@ -21,9 +21,9 @@ from gateway.authn.key_source import (
 )
 from gateway.authn.keys import VerificationKey
 from gateway.errors import RpcError, StatusCode
-from tests.support.idp import LocalIdp, local_idp
-from tests.support.keys import SigningKey, ec_key, ed_key, jwks, rsa_key
-from tests.support.loop_thread import LoopThread
+from gateway.testing.idp import LocalIdp, local_idp
+from gateway.testing.loop import LoopThread
+from gateway.testing.tokens import SigningKey, ec_key, ed_key, jwks, rsa_key
 
 ISSUER = "https://idp.test"
 TTL = 300.0

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from gateway.authn.keys import RSA_ALGORITHMS, JwksError, VerificationKey, parse_jwks
-from tests.support.keys import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
+from gateway.testing.tokens import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
 
 SOURCE = "https://idp.test"
 AUDIENCE = "opsgate-test"

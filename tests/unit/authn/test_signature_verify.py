@@ -25,7 +25,7 @@ from gateway.authn.keys import EC_ALGORITHMS, RSA_ALGORITHMS, parse_jwks
 from gateway.authn.principal import Principal
 from gateway.authn.settings import ASYMMETRIC_ALGORITHMS
 from gateway.errors import RpcError
-from tests.support.keys import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
+from gateway.testing.tokens import SigningKey, claims, ec_key, ed_key, jwks, rsa_key
 
 ISSUER = "https://idp.test"
 AUDIENCE = "opsgate-test"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
@@ -14,8 +13,9 @@ import pytest
 
 from gateway.authn.introspection import IntrospectionSettings, Introspector
 from gateway.errors import RpcError, StatusCode
-from tests.support.idp import LocalIdp, local_idp
-from tests.support.loop_thread import LoopThread
+from gateway.testing.idp import LocalIdp, local_idp
+from gateway.testing.loop import LoopThread
+from gateway.testing.ports import free_port
 from tests.unit.authn_opaque.test_token_cache import (
     NOW,
     FakeClock,
@@ -127,10 +127,7 @@ def test_unusable_answers_are_refused_without_leaking_the_token(
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}{PATH}"
+    return f"http://127.0.0.1:{free_port()}{PATH}"
 
 
 @pytest.mark.parametrize("how", ["down-503", "connection-refused"])

@@ -25,7 +25,7 @@ from gateway.authn.token_cache import (
     token_digest,
 )
 from gateway.errors import RpcError, StatusCode, verification_unavailable
-from tests.support.idp import LocalIdp
+from gateway.testing.idp import LocalIdp
 
 NOW = 1_700_000_000.0
 

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.authn.tokeninfo import TokenInfoSettings, TokenInfoVerifier
 from gateway.errors import RpcError, StatusCode
-from tests.support.idp import LocalIdp, local_idp
-from tests.support.loop_thread import LoopThread
+from gateway.testing.idp import LocalIdp, local_idp
+from gateway.testing.loop import LoopThread
 from tests.unit.authn_opaque.test_token_cache import (
     NOW,
     FakeClock,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.reference_upstream import ListenError, ReferenceUpstream, start_reference_upstream
 from gateway.reference_upstream.seed import DONE_OPERATION
+from gateway.testing.loop import LoopThread
+from gateway.testing.ports import free_port
 from tests.support.certs import make_pki
-from tests.support.loop_thread import LoopThread
 
 
 @pytest.fixture
@@ -70,14 +70,8 @@ def test_unusable_listen_addresses_are_clear_errors(loop: LoopThread, listen: st
     assert isinstance(raised.value, OSError)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_run_logs_where_it_listens_and_stops_on_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     script = (
         "import asyncio, logging; logging.basicConfig(level=logging.INFO, format='%(message)s');"
         "from gateway.reference_upstream import run_reference_upstream;"

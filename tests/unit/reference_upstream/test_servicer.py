@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
-from tests.support.loop_thread import LoopThread
+from gateway.testing.loop import LoopThread
 
 LOCATION = "projects/p/locations/l"
 VIEW = f"{LOCATION}/authorizedViewSets/s/authorizedViews/v"

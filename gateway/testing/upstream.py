@@ -1,26 +1,53 @@
-"""A controllable upstream: the reference Operations servicer behind a delay, on a chosen port.
+"""In-process upstreams on loopback: the reference one, and one that can be made slow.
 
-Faults come from the reference store's own seam (`OperationStore.inject_fault`, any status with
-its details); slowness from an interceptor that sleeps before each call. The call log shows
-whether the gateway cancelled a call it gave up on.
+`running_upstream` starts and stops the reference upstream on a LoopThread; the controlled
+upstream is the reference servicer behind an interceptor that sleeps before each call, with a
+count of the calls the gateway cancelled while they waited. (A subprocess upstream is
+`processes.upstream_process`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.longrunning import operations_pb2_grpc
 
-from gateway.reference_upstream import CallLog, OperationStore, ReferenceOperationsServicer
-from gateway.reference_upstream.seed import seed_demo
+from gateway.reference_upstream import (
+    CallLog,
+    OperationStore,
+    ReferenceOperationsServicer,
+    ReferenceUpstream,
+    seed_demo,
+    start_reference_upstream,
+)
+from gateway.testing.loop import LoopThread
 
 
-class _Delay(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Sleeps `delay_s` before every Operations call (cancellable, like real slowness)."""
+@contextmanager
+def running_upstream(
+    loop: LoopThread,
+    listen: str = "127.0.0.1:0",
+    *,
+    seed: bool = True,
+    server_credentials: grpc.ServerCredentials | None = None,
+) -> Iterator[ReferenceUpstream]:
+    """The reference upstream on `listen` (port 0: any), stopped without grace on the way out."""
+    upstream = loop.run(
+        start_reference_upstream(listen, seed=seed, server_credentials=server_credentials)
+    )
+    try:
+        yield upstream
+    finally:
+        loop.run(upstream.stop(0))
+
+
+class Delay(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Sleeps `delay_s` before every unary call (cancellable, like real slowness)."""
 
     def __init__(self) -> None:
         self.delay_s = 0.0
@@ -55,10 +82,12 @@ class _Delay(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 @dataclass
 class ControlledUpstream:
+    """A running controlled upstream: its store and call log, and the delay to set."""
+
     server: grpc.aio.Server
     store: OperationStore
     call_log: CallLog
-    delay: _Delay
+    delay: Delay
     port: int
 
     @property
@@ -69,12 +98,13 @@ class ControlledUpstream:
         await self.server.stop(0)
 
 
-async def start_controlled_upstream(port: int) -> ControlledUpstream:
+async def start_controlled_upstream(port: int = 0) -> ControlledUpstream:
     """Serve the seeded demo operations on 127.0.0.1:`port` (0: any)."""
     store = OperationStore()
     seed_demo(store)
     log = CallLog()
-    delay = _Delay()
+    delay = Delay()
+    # As the reference upstream: SO_REUSEPORT off, so a taken port is an error, not a share.
     server = grpc.aio.server(interceptors=[delay], options=[("grpc.so_reuseport", 0)])
     operations_pb2_grpc.add_OperationsServicer_to_server(
         ReferenceOperationsServicer(store, log), server

@@ -1,0 +1,61 @@
+"""Loopback TCP ports for tests, hardening and benchmarks: free ones, and waiting on them."""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import ExitStack
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago (the kernel picks it)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every probe stays bound until all are picked."""
+    with ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            probe = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind((HOST, 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
+
+
+def accepts(address: str, timeout: float = 0.5) -> bool:
+    """Whether `host:port` accepts a TCP connection right now."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(address: str, timeout: float = 30.0) -> bool:
+    """Poll until `host:port` accepts connections or `timeout` seconds pass; whether it did."""
+    deadline = time.monotonic() + timeout
+    while not accepts(address):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def wait_port_free(port: int, timeout: float = 10.0) -> bool:
+    """Poll until a server could bind 127.0.0.1:`port` again; whether it could in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As servers bind: connections of a dead process in TIME_WAIT do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, port))
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+        time.sleep(0.05)
