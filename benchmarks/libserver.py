@@ -3,7 +3,7 @@
 `python -m benchmarks.libserver --listen HOST:PORT [--config FILE]`
 
 The server is the reference Operations servicer on grpc.aio with uvloop, seeded with the demo
-operations. With `--config` the opsgate interceptor chain (gateway.library.OpsgateChain) runs
+operations. With `--config` the opsgate chain (gateway.library.OpsgateChain, one interceptor) runs
 in front of it, with no proxy hop; without, the same server runs bare. Comparing CPU per call
 of the two is what library mode costs.
 """

@@ -285,7 +285,7 @@ KNOWN_BUGS = [
     KnownBug(
         "KB-4",
         "A token in the gRPC :path query string is written into the audit record",
-        "gateway/interceptors/audit.py and gateway/audit/logentry.py (methodName is built from "
+        "gateway/call.py (recorded_method) and gateway/audit/logentry.py (methodName is built from "
         "the raw :path; an unknown method is recorded, and its detail logged, as sent)",
         "Call the method `/google.longrunning.Operations/GetOperation?access_token=<JWT>` (any "
         "gRPC client sends it as the :path; clients used to REST put tokens there): the "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -15,7 +15,10 @@ from gateway.outcome import CallOutcome
 from gateway.routing import METHODS_BY_PATH
 
 if TYPE_CHECKING:
-    from gateway.pipeline import Pipeline
+    from gateway.audit.recorder import AuditRecorder
+    from gateway.authn.factory import AuthnRuntime
+    from gateway.authorizer import Authorizer, PolicyHolder
+    from gateway.policy_reload import PolicyReloader
 
 # Gateway-added time is small next to the hop (hundreds of µs); upstream time can be long (Wait).
 GATEWAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -90,11 +93,27 @@ class _Children:
     upstream_latency: Histogram
 
 
+class Observed(Protocol):
+    """The parts whose own counters the collector reads (the pipeline is one)."""
+
+    @property
+    def authn(self) -> AuthnRuntime: ...
+    @property
+    def authorizer(self) -> Authorizer: ...
+    @property
+    def reloaders(self) -> Sequence[PolicyReloader]: ...
+    @property
+    def policies(self) -> PolicyHolder: ...
+    @property
+    def audit(self) -> AuditRecorder: ...
+    def in_flight(self) -> int: ...
+
+
 class PipelineCollector(Collector):
     """Reads the counters the parts keep anyway (caches, key sources, reloads, audit writer)
     at scrape time, so the hot path pays nothing for them."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Observed) -> None:
         self._pipeline = pipeline
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:

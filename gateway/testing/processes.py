@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gateway.errors import OpsgateError
 from gateway.testing.ports import accepts
 
 # The first "listening on" line that is not the REST door's is the gRPC address.
@@ -28,8 +29,10 @@ _REST_LISTENING = re.compile(r"REST/JSON door listening on (\S+?):(\d+)")
 _WILDCARDS = ("0.0.0.0", "", "[::]")
 
 
-class ProcessError(RuntimeError):
+class ProcessError(OpsgateError, RuntimeError):
     """A child did not start or answer; the message ends with the tail of its output."""
+
+    reason = "PROCESS_FAILED"
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

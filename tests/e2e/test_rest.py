@@ -1,6 +1,6 @@
 """The REST/JSON door end to end: real servers, real tokens, the example policy, the same chain.
 
-Every REST call runs the gateway's own interceptor chain and forwarder in process, so it is
+Every REST call runs through the gateway's own pipeline and forwarder in process, so it is
 authenticated, authorized, audited and forwarded exactly as the same call over gRPC: the JSON
 equals the gRPC answer, and the audit outcome is the same.
 """

@@ -76,8 +76,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("gateway.call", "gateway.authn.principal"),
     ("gateway.call", "gateway.authorizer"),
     ("gateway.call", "gateway.profile"),
-    # type only: the metrics collector reads the pipeline's gauges at scrape time.
-    ("gateway.observability.metrics", "gateway.pipeline"),
 }
 
 
