@@ -92,6 +92,24 @@ def to_log_entry(event: AuditEvent) -> dict[str, Any]:
     return entry
 
 
+def restamped(
+    entry: Mapping[str, Any], request_id: str, received_at: datetime, latency_s: float
+) -> dict[str, Any]:
+    """`entry` (another call's LogEntry) with this call's id, times and latency: the whole
+    LogEntry of a call that differs from that one in nothing else. The entry is not changed."""
+    received = received_at.astimezone(UTC)
+    payload = dict(entry["protoPayload"])
+    metadata = payload["metadata"] = dict(payload["metadata"])
+    metadata["requestId"] = request_id
+    metadata["latencyMs"] = round(latency_s * 1000, 3)
+    restamped = dict(entry)
+    restamped["protoPayload"] = payload
+    restamped["insertId"] = request_id
+    restamped["timestamp"] = _rfc3339(received)
+    restamped["receiveTimestamp"] = _rfc3339(received + timedelta(seconds=max(latency_s, 0.0)))
+    return restamped
+
+
 def severity_of(code: int, *, is_write: bool) -> str:
     """The LogEntry severity for a call that ended with `code`; unknown codes are ERRORs."""
     read, write = SEVERITY.get(code, _SERVER_ERROR)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any, Literal
 
@@ -44,7 +44,12 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 def serialize(event: AuditEvent) -> bytes:
     """One record as the sink stores it: compact, key-sorted UTF-8 JSON and a newline."""
-    return orjson.dumps(to_log_entry(event), option=_JSON_OPTIONS)
+    return serialize_entry(to_log_entry(event))
+
+
+def serialize_entry(entry: Mapping[str, Any]) -> bytes:
+    """A LogEntry as the sink stores it (see serialize)."""
+    return orjson.dumps(entry, option=_JSON_OPTIONS)
 
 
 class AuditWriter:
