@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.authn.bearer import bearer_token
+from gateway.authn.bearer import checked_token, presented_token
 from gateway.authn.claims import PrincipalRules, audiences, principal_from
 from gateway.authn.jwt_verifier import JwtVerifier, is_self_signed, peek
 from gateway.authn.principal import Principal
@@ -81,7 +81,9 @@ class Authenticator:
     ) -> tuple[str, VerifiedToken | None]:
         """The call's token, and its verified caller if a recent call already proved it: the
         common case, answered without waiting (verify_token checks a token not remembered)."""
-        token = bearer_token(metadata, self._max_token_bytes)
+        # Only a token that passed checked_token is ever remembered, so a remembered one needs
+        # no second look at its characters.
+        token = presented_token(metadata, self._max_token_bytes)
         cached = self._cache.get(token)
         if cached is not None:
             self.cache_hits += 1
@@ -89,6 +91,7 @@ class Authenticator:
 
     async def verify_token(self, token: str) -> VerifiedToken:
         """Check a token no recent call proved, and remember the answer until it expires."""
+        token = checked_token(token, self._max_token_bytes)
         self.cache_misses += 1
         principal, require_scope, self_cached = await self._verify(token)
         verified = VerifiedToken(principal, require_scope)

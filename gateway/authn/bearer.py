@@ -11,8 +11,12 @@ from gateway.errors import credentials_missing, token_invalid
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
-def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None, max_token_bytes: int) -> str:
-    """The caller's token, or the UNAUTHENTICATED error Google's APIs answer with."""
+def presented_token(
+    metadata: Iterable[tuple[str, str | bytes]] | None, max_token_bytes: int
+) -> str:
+    """What the caller presents as its bearer token, within the size limit, or the
+    UNAUTHENTICATED error Google's APIs answer with. Not yet checked for the characters a token
+    may have (checked_token): a token already verified was checked then."""
     values = [value for key, value in metadata or () if key == "authorization"]
     if not values:
         raise credentials_missing("no authorization header")
@@ -29,10 +33,13 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None, max_token_b
     token = rest.strip()
     if not token:
         raise credentials_missing("Bearer without a token")
-    return _checked(token, max_token_bytes)
+    if len(token) > max_token_bytes:
+        raise token_invalid(f"token longer than {max_token_bytes} bytes")
+    return token
 
 
-def _checked(token: str, max_token_bytes: int) -> str:
+def checked_token(token: str, max_token_bytes: int) -> str:
+    """`token` if it can be a bearer token (RFC 6750), or the UNAUTHENTICATED error."""
     if len(token) > max_token_bytes:
         raise token_invalid(f"token longer than {max_token_bytes} bytes")
     if " " in token or "," in token:
