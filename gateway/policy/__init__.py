@@ -12,8 +12,8 @@ from gateway.policy.roles import Role
 if TYPE_CHECKING:
     from gateway.policy.loader import PolicyError, PolicyProblem, load_policy, load_policy_text
 
-# The loader raises gateway.errors.ConfigError, and gateway.errors imports grpc; importing it
-# lazily keeps `import gateway.policy` (the deciding half) free of grpc.
+# The loader is the reading half (files, YAML and JSON readers, start-up checks); importing it
+# lazily keeps `import gateway.policy` to the deciding half.
 _LOADER_NAMES = frozenset({"PolicyError", "PolicyProblem", "load_policy", "load_policy_text"})
 
 
