@@ -2,5 +2,6 @@
 
 tokens: signing keys, JWKS documents, signed tokens · ports: free loopback ports and waiting on
 them · loop: LoopThread · idp: a local JWKS/OIDC server · upstream: in-process upstreams ·
-processes: the gateway and the upstream as child processes.
+processes: the gateway and the upstream as child processes · envoy: a real Envoy child from a
+bootstrap dict.
 """
