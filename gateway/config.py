@@ -19,6 +19,7 @@ from gateway.configschema import (
     doc,
 )
 from gateway.configschema import documented_keys as schema_keys
+from gateway.envoy.settings import EnvoySettings
 from gateway.errors import ConfigError
 from gateway.rest.settings import RestSettings
 from gateway.routing import METHODS_BY_PATH
@@ -182,7 +183,8 @@ class Settings:
     upstream: UpstreamSettings | None = field(
         default=None,
         metadata=doc(
-            "the upstream Operations server (required by `serve`, unused in library mode)"
+            "the upstream Operations server (required by `serve` unless it is only Envoy's "
+            "authorizer; unused in library mode)"
         ),
     )
     listen: str = field(
@@ -216,6 +218,13 @@ class Settings:
     rest: RestSettings | None = field(
         default=None,
         metadata=doc("the REST/JSON door (Google's REST paths for the methods); omit: off"),
+    )
+    envoy: EnvoySettings | None = field(
+        default=None,
+        metadata=doc(
+            "serve Envoy's external authorization and access-log services on `listen`; "
+            "without `upstream`, the gateway is Envoy's authorizer only. Omit: off"
+        ),
     )
 
     @property
@@ -255,8 +264,13 @@ def load_settings(
         data["listen"] = listen
     base = path.parent if path is not None else Path.cwd()
     settings: Settings = Binder(source, base).bind(Settings, data, "")
-    if require_upstream and settings.upstream is None:
-        raise ConfigError(source, "upstream", "is required", data.line)
+    if require_upstream and settings.upstream is None and settings.envoy is None:
+        raise ConfigError(
+            source,
+            "upstream",
+            "is required (unless `envoy` makes the gateway only Envoy's authorizer)",
+            data.line,
+        )
     check_consistency(settings, source)
     return settings
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 from prometheus_client import CollectorRegistry
@@ -40,10 +41,22 @@ class Pipeline:
     audit: AuditRecorder
     authorizer: Authorizer
     registry: CollectorRegistry  # this gateway's metrics (one registry per gateway)
+    outcomes: OutcomeSink  # where the audit stage hands every outcome (trail, metrics, log)
+    admit: Callable[[], bool]  # False while the audit trail cannot take records
+    more_runners: list[Runner] = field(default_factory=list)
 
     def in_flight(self) -> int:
         """Calls inside the chain right now (the outermost stage counts them)."""
-        return self.runner.in_flight
+        return self.runner.in_flight + sum(runner.in_flight for runner in self.more_runners)
+
+    def runner_recording_to(self, sink: OutcomeSink) -> Runner:
+        """A runner of the same stages whose audit stage hands its outcomes to `sink` (which
+        must hand each to `outcomes`, at once or later): for a door that learns a call's
+        ending after the pipeline is done with it (Envoy's)."""
+        checks = [stage for stage in self.runner.stages[1:] if isinstance(stage, CheckStage)]
+        runner = Runner(AuditStage(sink, self.admit), checks)
+        self.more_runners.append(runner)
+        return runner
 
 
 def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipeline:
@@ -88,12 +101,23 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         "route": RouteStage(applies, profile),
         "authz": AuthzStage(applies, authorizer),
     }
-    audit = AuditStage(
-        FanOutSink(*sinks, *([sink] if sink is not None else [])), lambda: recorder.accepting
-    )
-    runner = Runner(audit, [stages[name] for name in CHAIN_ORDER[1:]])
+    outcomes = FanOutSink(*sinks, *([sink] if sink is not None else []))
+
+    def admit() -> bool:
+        return recorder.accepting
+
+    runner = Runner(AuditStage(outcomes, admit), [stages[name] for name in CHAIN_ORDER[1:]])
     pipeline = Pipeline(
-        runner, authn, policies, profile, tuple(reloaders), recorder, authorizer, registry
+        runner,
+        authn,
+        policies,
+        profile,
+        tuple(reloaders),
+        recorder,
+        authorizer,
+        registry,
+        outcomes,
+        admit,
     )
     registry.register(PipelineCollector(pipeline))
     return pipeline

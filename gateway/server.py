@@ -12,6 +12,7 @@ from grpc_health.v1 import health
 
 from gateway import runtime
 from gateway.config import ServerTls, Settings
+from gateway.envoy.door import EnvoyDoor
 from gateway.errors import ConfigError
 from gateway.interceptors.chain import ChainInterceptor
 from gateway.observability.health import add_health_service, start_not_ready, track_readiness
@@ -33,7 +34,7 @@ class Gateway:
     """A started gateway: where it listens and how to stop it."""
 
     server: grpc.aio.Server
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel | None  # to the upstream; None when only Envoy's authorizer
     health: health.aio.HealthServicer
     pipeline: Pipeline
     port: int
@@ -41,6 +42,7 @@ class Gateway:
     metrics: MetricsServer
     background: tuple[asyncio.Task[None], ...] = ()
     rest: RestDoor | None = None
+    envoy: EnvoyDoor | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
@@ -57,12 +59,22 @@ class Gateway:
     async def stop(self, grace: float | None) -> None:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
         await self.health.enter_graceful_shutdown()
-        doors = [self.server.stop(grace), *([self.rest.stop(grace)] if self.rest else [])]
-        await asyncio.gather(*doors)  # both doors drain together
+        server_grace = grace
+        if self.envoy is not None and grace:
+            # Envoy's access log keeps its streams open: they are cut once the calls Envoy let
+            # through have been reported (or the grace is over), and what is left is written
+            # marked as not reported.
+            waited = await self.envoy.reported(grace)
+            server_grace = max(0.0, grace - waited)
+        doors = [self.server.stop(server_grace), *([self.rest.stop(grace)] if self.rest else [])]
+        await asyncio.gather(*doors)  # the doors drain together
+        if self.envoy is not None:
+            self.envoy.stop()
         await self.metrics.stop()
         for task in self.background:
             task.cancel()
-        await self.channel.close()
+        if self.channel is not None:
+            await self.channel.close()
         # Every record of every call, the drained ones included, is written before we exit.
         await asyncio.to_thread(self.pipeline.audit.writer.close, AUDIT_FLUSH_TIMEOUT_S)
 
@@ -98,16 +110,22 @@ async def start_gateway(
     down (calls get UNAVAILABLE until they are back).
     """
     pipeline = build_pipeline(settings, sink)
-    channel = open_channel(settings.forwarding, settings.max_message_bytes)
-    headers = UpstreamHeaders(
-        forward_authorization=settings.authentication.forward_authorization,
-        identity_header=settings.authentication.identity_header,
-    )
-    forwarder = UpstreamForwarder(channel, settings.forwarding.target, headers)
+    channel = forwarder = None
+    if settings.upstream is not None:
+        channel = open_channel(settings.upstream, settings.max_message_bytes)
+        headers = UpstreamHeaders(
+            forward_authorization=settings.authentication.forward_authorization,
+            identity_header=settings.authentication.identity_header,
+        )
+        forwarder = UpstreamForwarder(channel, settings.upstream.target, headers)
     server = grpc.aio.server(
         interceptors=[ChainInterceptor(pipeline.runner, forwarder=forwarder)],
         options=server_options(settings, share_port),
     )
+    envoy = None
+    if settings.envoy is not None:
+        envoy = EnvoyDoor.build(settings.envoy, settings.authentication, pipeline)
+        server.add_generic_rpc_handlers(envoy.handlers())
     servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
@@ -120,7 +138,8 @@ async def start_gateway(
     except BaseException:
         await server.stop(None)
         await metrics.stop()
-        await channel.close()
+        if channel is not None:
+            await channel.close()
         raise
     background = [
         asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch"),
@@ -129,24 +148,31 @@ async def start_gateway(
             track_readiness(servicer, lambda: pipeline.authn.ready), name="opsgate-readiness"
         ),
     ]
+    if envoy is not None:
+        background.append(asyncio.create_task(envoy.expire_overdue(), name="opsgate-envoy-join"))
     if settings.authorization.reload_interval_s > 0:
         background += [
             asyncio.create_task(reloader.watch(), name=f"opsgate-watch-{reloader.path.name}")
             for reloader in pipeline.reloaders
         ]
     host = settings.listen.rpartition(":")[0]
-    log.info("opsgate listening on %s:%d, forwarding to %s", host, port, settings.forwarding.target)
+    serving = [f"forwarding to {settings.upstream.target}"] if settings.upstream else []
+    if envoy is not None:
+        serving.append("Envoy's external authorizer")
+    log.info("opsgate listening on %s:%d, %s", host, port, " and ".join(serving))
     return Gateway(
-        server, channel, servicer, pipeline, port, host, metrics, tuple(background), rest
+        server, channel, servicer, pipeline, port, host, metrics, tuple(background), rest, envoy
     )
 
 
 async def _start_rest(
-    settings: Settings, pipeline: Pipeline, forwarder: UpstreamForwarder
+    settings: Settings, pipeline: Pipeline, forwarder: UpstreamForwarder | None
 ) -> RestDoor | None:
     """The REST/JSON door, through the same pipeline and forwarder, if configured."""
     if settings.rest is None:
         return None
+    if forwarder is None:
+        raise ConfigError("<config>", "rest", "needs `upstream`: the REST door forwards calls")
     return await start_rest_door(
         settings.rest,
         pipeline.runner,

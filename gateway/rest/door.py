@@ -24,7 +24,7 @@ from gateway.headers import TIMEOUT_HEADER, GatewayHeaders
 from gateway.resource_names import printable
 from gateway.rest.metadata import DEFAULT_GATEWAY_HEADERS, grpc_peer, invocation_metadata
 from gateway.rest.routes import Matched, RouteTable, WrongVerb
-from gateway.rest.status import error_body, http_status, retry_after, status_details
+from gateway.rest.status import error_body, failure_answer
 from gateway.rest.tls import peer_auth_context
 from gateway.rest.transcode import BadRequest, build_request, json_text, response_json
 from gateway.stages.chain import Runner
@@ -178,14 +178,8 @@ def _timeout(headers: Mapping[str, str]) -> float | None:
 
 def _failure_response(failure: CallFailure, headers: dict[str, str]) -> web.Response:
     """The JSON error a Google REST frontend answers a failed call with (the status as sent)."""
-    code = failure.code
-    details = status_details(failure.trailing_metadata())
-    delay = retry_after(details)
-    if delay is not None:
-        headers["Retry-After"] = delay
-    if code is StatusCode.UNAUTHENTICATED:
-        headers["WWW-Authenticate"] = 'Bearer realm="opsgate"'  # RFC 6750 3
-    return _json(http_status(code), error_body(code, failure.message, details), headers)
+    status, more, body = failure_answer(failure)
+    return _json(status, body, {**headers, **more})
 
 
 def _error(

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from gateway.errors import STATUS_DETAILS_KEY, StatusCode
+from gateway.errors import STATUS_DETAILS_KEY, CallFailure, StatusCode
 
 log = logging.getLogger("opsgate.rest")
 
@@ -40,6 +40,20 @@ HTTP_STATUS: dict[StatusCode, int] = {
 
 def http_status(code: StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
+
+
+def failure_answer(failure: CallFailure) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """The HTTP status, headers and JSON body a Google REST frontend answers a failed call with
+    (the REST door's, and Envoy's for the REST calls it transcodes)."""
+    code = failure.code
+    details = status_details(failure.trailing_metadata())
+    headers: dict[str, str] = {}
+    delay = retry_after(details)
+    if delay is not None:
+        headers["Retry-After"] = delay
+    if code is StatusCode.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="opsgate"'  # RFC 6750 3
+    return http_status(code), headers, error_body(code, failure.message, details)
 
 
 def status_details(trailing: Iterable[tuple[str, str | bytes]] | None) -> status_pb2.Status | None:

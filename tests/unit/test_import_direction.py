@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "gateway.profile": ENGINES,
     "gateway.config": ENGINES,
     "gateway.rest.settings": ENGINES,  # the `rest` section of Settings, read by config.py
+    "gateway.envoy.settings": ENGINES,  # the `envoy` section of Settings, read by config.py
     "gateway.authorizer": ENGINES,
     "gateway.policy_reload": ENGINES,
     "gateway.upstream": ENGINES,
@@ -54,6 +55,7 @@ LAYERS: dict[str, int] = {
     # Doors and entry points.
     "gateway.interceptors": DOORS,  # the gRPC door: the proxy's and library mode's interceptor
     "gateway.rest": DOORS,
+    "gateway.envoy": DOORS,  # Envoy's external authorizer and access-log receiver
     "gateway.library": DOORS,
     "gateway.server": DOORS,
     "gateway.workers": DOORS,

@@ -1,0 +1,219 @@
+"""The Envoy door: Envoy's Check and access-log streams, translated to and from the pipeline's Call.
+
+Check builds a Call from what Envoy forwards (the headers, the peer and its certificate, the
+request body as one gRPC frame) and runs the very stages every other door runs; the answer lets
+the call through or refuses it as opsgate's own door would. Envoy's access-log stream ends the
+records of the calls it let through (completion.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from gateway.authn.certificates import PEM_KEY
+from gateway.authn.settings import AuthnSettings
+from gateway.call import Call, new_call
+from gateway.envoy.answers import Answers, caller_header_names
+from gateway.envoy.body import request_message
+from gateway.envoy.completion import CompletionJoin, call_id_of
+from gateway.envoy.protos import (
+    ACCESS_LOG_METHOD,
+    CHECK_METHOD,
+    CheckRequest,
+    StreamAccessLogsMessage,
+    StreamAccessLogsResponse,
+)
+from gateway.envoy.settings import CALL_ID_KEY, METADATA_NAMESPACE, EnvoySettings
+from gateway.errors import CallFailure
+from gateway.outcome import CallOutcome
+from gateway.pipeline import Pipeline
+from gateway.routing import METHODS_BY_PATH
+from gateway.stages.chain import Runner, is_operations_method
+
+log = logging.getLogger("opsgate.envoy")
+
+DOOR_KEY = "opsgate_door"  # context_extensions key the generated config sets per listener
+REST_DOOR = "rest"
+
+
+class EnvoyTransport:
+    """The connection Envoy saw (its downstream peer and certificate) and the Check's own
+    deadline and cancellation, as the stages ask for them (the Transport)."""
+
+    __slots__ = ("_context", "_peer", "_pem", "rest")
+
+    def __init__(self, context: grpc.aio.ServicerContext, peer: Any, rest: bool) -> None:
+        self._context = context
+        self.rest = rest  # the call came in by the REST listener
+        self._peer = _grpc_peer(peer.address)
+        # Envoy sends the downstream's certificate only when the TLS handshake presented one,
+        # URL-encoded; it is a verified identity only if that listener verifies client
+        # certificates (the generated config does when client certificates are configured).
+        self._pem = urllib.parse.unquote(peer.certificate).encode() if peer.certificate else b""
+
+    def peer(self) -> str | None:
+        return self._peer
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]:
+        return {PEM_KEY: (self._pem,)} if self._pem else {}
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._context.time_remaining()
+        return remaining
+
+    def cancelled(self) -> bool:
+        return bool(self._context.cancelled())
+
+
+class EnvoyDoor:
+    """Serves envoy.service.auth.v3.Authorization/Check and the access-log service."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        join: CompletionJoin,
+        answers: Answers,
+        settings: EnvoySettings,
+    ) -> None:
+        self._runner = runner
+        self._join = join
+        self._answers = answers
+        self._settings = settings
+
+    @classmethod
+    def build(
+        cls, settings: EnvoySettings, authentication: AuthnSettings, pipeline: Pipeline
+    ) -> EnvoyDoor:
+        """The door over `pipeline`'s stages, its records ended by Envoy's access log."""
+        join = CompletionJoin(pipeline.outcomes, settings.completion_timeout_s, _transcoded)
+        answers = Answers(
+            identity_header=authentication.identity_header,
+            forward_authorization=authentication.forward_authorization,
+        )
+        return cls(pipeline.runner_recording_to(join), join, answers, settings)
+
+    @property
+    def join(self) -> CompletionJoin:
+        return self._join
+
+    async def expire_overdue(self) -> None:
+        """Write the records Envoy never reported the ending of, as they fall due."""
+        await self._join.watch()
+
+    async def reported(self, grace: float) -> float:
+        """Wait up to `grace` seconds for Envoy to report every call it let through; the
+        seconds waited."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._join.emptied.wait(), grace)
+        return loop.time() - started
+
+    def stop(self) -> None:
+        """The door is closed: records still waiting are written, marked as not reported."""
+        self._join.flush()
+
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        """The two services, taking and answering serialized messages (see protos.py)."""
+        check_service, check = CHECK_METHOD.strip("/").split("/")
+        log_service, stream = ACCESS_LOG_METHOD.strip("/").split("/")
+        return (
+            grpc.method_handlers_generic_handler(
+                check_service, {check: grpc.unary_unary_rpc_method_handler(self.check)}
+            ),
+            grpc.method_handlers_generic_handler(
+                log_service, {stream: grpc.stream_unary_rpc_method_handler(self.access_logs)}
+            ),
+        )
+
+    async def check(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        attributes = CheckRequest.FromString(request).attributes
+        http = attributes.request.http
+        headers = http.headers
+        rest = attributes.context_extensions.get(DOOR_KEY) == REST_DOOR
+        method = http.path.partition("?")[0]
+        metadata = tuple((key, value) for key, value in headers.items() if key[0] != ":")
+        transport = EnvoyTransport(context, attributes.source, rest)
+        call = new_call(method, metadata, transport, None)
+        answers = self._answers
+        if not _is_grpc(http.method, headers) or not _served(method):
+            # As the proxy answers a method nobody serves: nothing behind Envoy is allowed by
+            # default, not health checks, not other services, not plain HTTP.
+            response = answers.refused(call, self._runner.not_found(call), rest)
+            return bytes(response.SerializeToString())
+        body = http.raw_body
+        limit = self._settings.max_body_bytes
+
+        def take_body(call: Call) -> None:
+            call.payload = request_message(body, headers, limit)
+
+        async def allow(call: Call) -> Any:
+            return answers.allowed(call, caller_header_names(headers))
+
+        try:
+            response = await self._runner.run(call, (take_body, *self._runner.steps(method)), allow)
+        except CallFailure as failure:
+            response = answers.refused(call, failure, rest)
+        return bytes(response.SerializeToString())
+
+    async def access_logs(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        """One of Envoy's access-log streams: each entry ends the record of the call it names."""
+        wanted = self._settings.log_name
+        ours: bool | None = None  # the log name comes in the stream's first message only
+        join = self._join
+        async for request in requests:
+            message = StreamAccessLogsMessage.FromString(request)
+            if message.HasField("identifier"):
+                ours = message.identifier.log_name == wanted
+                if not ours:
+                    log.warning("ignoring Envoy access log %r", message.identifier.log_name)
+            if not ours:
+                continue
+            for entry in message.http_logs.log_entry:
+                common = entry.common_properties
+                if common.intermediate_log_entry:
+                    continue
+                call_id = call_id_of(
+                    common.metadata.filter_metadata, METADATA_NAMESPACE, CALL_ID_KEY
+                )
+                if call_id is not None:
+                    join.complete(call_id, entry)
+        return bytes(StreamAccessLogsResponse().SerializeToString())
+
+
+def _transcoded(outcome: CallOutcome) -> bool:
+    """The call came in by the REST listener (Envoy transcoded it): its ending is an HTTP one."""
+    transport = outcome.call.transport
+    return isinstance(transport, EnvoyTransport) and transport.rest
+
+
+def _is_grpc(verb: str, headers: Mapping[str, str]) -> bool:
+    content_type = headers.get("content-type", "")
+    return verb == "POST" and (
+        content_type == "application/grpc" or content_type.startswith("application/grpc+")
+    )
+
+
+def _served(method: str) -> bool:
+    return method in METHODS_BY_PATH and is_operations_method(method)
+
+
+def _grpc_peer(address: Any) -> str | None:
+    """Envoy's address of the downstream, spelled as grpc spells a peer."""
+    kind = address.WhichOneof("address")
+    if kind == "socket_address":
+        socket = address.socket_address
+        host = socket.address
+        if ":" in host:
+            return f"ipv6:[{host}]:{socket.port_value}"
+        return f"ipv4:{host}:{socket.port_value}"
+    if kind == "pipe":
+        return f"unix:{address.pipe.path}"
+    return None

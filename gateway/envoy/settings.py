@@ -1,0 +1,44 @@
+"""EnvoySettings: opsgate as Envoy's external authorizer (`envoy:` in the config file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.configschema import KiB, check_positive, doc
+
+# Where Envoy keeps the dynamic metadata an ext_authz answer sets, and the key opsgate uses in it:
+# the id that joins a Check to the access-log entry Envoy writes when the call ends. Envoy sets
+# it from the authorizer's answer only, never from anything the caller sent.
+METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
+CALL_ID_KEY = "opsgate_call_id"
+# Envoy marks a body it had to cut at max_request_bytes; such a body is never decided on.
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+# What Envoy's access log must carry for the record's final status (gRPC: trailers, or headers
+# for a trailers-only answer).
+LOGGED_RESPONSE_HEADERS = ("grpc-status", "grpc-message")
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoySettings:
+    """Envoy's external authorization (`envoy.service.auth.v3`) and access-log service, served
+    on the gateway's listener beside (or, without `upstream`, instead of) the proxy."""
+
+    max_body_bytes: int = field(
+        default=64 * KiB,
+        metadata=doc(
+            "largest request body decided on; Envoy's with_request_body.max_request_bytes",
+            check_positive,
+        ),
+    )
+    completion_timeout_s: float = field(
+        default=3700.0,
+        metadata=doc(
+            "seconds an allowed call's record waits for Envoy's access-log entry; then it is "
+            "written marked 'completion not reported' (longer than the longest call)",
+            check_positive,
+        ),
+    )
+    log_name: str = field(
+        default="opsgate",
+        metadata=doc("the access log's log_name in Envoy's config; other logs are ignored"),
+    )
