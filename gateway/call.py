@@ -30,6 +30,11 @@ def new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
 
 
+def request_id_prefix() -> str:
+    """The part every request id of this process starts with (see new_request_id)."""
+    return _REQUEST_ID_PREFIX
+
+
 def _reseed_after_fork() -> None:
     global _REQUEST_ID_PREFIX, _request_numbers
     _REQUEST_ID_PREFIX, _request_numbers = os.urandom(8).hex(), itertools.count()

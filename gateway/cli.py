@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
     )
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers
+    serve.add_argument("--workers-dir", type=Path, help=argparse.SUPPRESS)  # set by --workers
 
     upstream = commands.add_parser("upstream", help="run the in-memory reference Operations server")
     upstream.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on")
@@ -85,7 +86,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging(settings.log_level, settings.log_format)
         if args.worker_index is not None:
             worker = worker_settings(settings, args.worker_index)
-            return runtime.run(serve_until_signalled(worker, share_port=True))
+            return runtime.run(
+                serve_until_signalled(worker, share_port=True, workers_dir=args.workers_dir)
+            )
         if args.workers > 1:
             return supervise(sys.argv[1:], args.workers)
         return runtime.run(serve_until_signalled(settings))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -101,7 +102,11 @@ def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
 
 
 async def start_gateway(
-    settings: Settings, *, sink: OutcomeSink | None = None, share_port: bool = False
+    settings: Settings,
+    *,
+    sink: OutcomeSink | None = None,
+    share_port: bool = False,
+    workers_dir: Path | None = None,
 ) -> Gateway:
     """Bind the listener and start serving.
 
@@ -124,8 +129,9 @@ async def start_gateway(
     )
     envoy = None
     if settings.envoy is not None:
-        envoy = EnvoyDoor.build(settings.envoy, settings.authentication, pipeline)
+        envoy = EnvoyDoor.build(settings.envoy, settings.authentication, pipeline, workers_dir)
         server.add_generic_rpc_handlers(envoy.handlers())
+        envoy.start()
     servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
@@ -199,7 +205,9 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     return port
 
 
-async def serve_until_signalled(settings: Settings, share_port: bool = False) -> int:
+async def serve_until_signalled(
+    settings: Settings, share_port: bool = False, workers_dir: Path | None = None
+) -> int:
     """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
     # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -207,7 +215,7 @@ async def serve_until_signalled(settings: Settings, share_port: bool = False) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    gateway = await start_gateway(settings, share_port=share_port)
+    gateway = await start_gateway(settings, share_port=share_port, workers_dir=workers_dir)
     runtime.settle_heap()  # this process is the gateway's alone: its start-up state is for good
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policies)
     # A worker starts with these blocked (see workers.supervise): one sent while it started is

@@ -12,6 +12,7 @@ import dataclasses
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from gateway.config import Settings
@@ -45,7 +46,16 @@ def check_workers(settings: Settings, workers: int) -> None:
 
 
 def supervise(argv: list[str], workers: int) -> int:
-    """Start `workers` copies of this serve command as workers 0..N-1 and wait for them."""
+    """Start `workers` copies of this serve command as workers 0..N-1 and wait for them.
+
+    They share a directory only this user can enter (removed when they are done), where each
+    worker's Envoy door takes the access-log entries of calls it decided (envoy/handoff.py).
+    """
+    with tempfile.TemporaryDirectory(prefix="opsgate-workers-") as shared:
+        return _supervise([*argv, "--workers-dir", shared], workers)
+
+
+def _supervise(argv: list[str], workers: int) -> int:
     # The workers start with the forwarded signals blocked (a child inherits its parent's
     # signal mask) and unblock them once they can honour them: a SIGTERM that arrives while a
     # worker is still importing then stops it cleanly instead of killing it.

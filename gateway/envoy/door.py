@@ -13,20 +13,24 @@ import contextlib
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from gateway.authn.certificates import PEM_KEY
 from gateway.authn.settings import AuthnSettings
-from gateway.call import Call, new_call
+from gateway.call import Call, new_call, request_id_prefix
 from gateway.envoy.answers import Answers, caller_header_names
 from gateway.envoy.body import request_message
 from gateway.envoy.completion import CompletionJoin, call_id_of
+from gateway.envoy.handoff import Handoff
 from gateway.envoy.protos import (
     ACCESS_LOG_METHOD,
     CHECK_METHOD,
     CheckRequest,
+    HTTPAccessLogEntry,
     StreamAccessLogsMessage,
     StreamAccessLogsResponse,
 )
@@ -81,27 +85,40 @@ class EnvoyDoor:
         join: CompletionJoin,
         answers: Answers,
         settings: EnvoySettings,
+        workers_dir: Path | None = None,
     ) -> None:
         self._runner = runner
         self._join = join
         self._answers = answers
         self._settings = settings
+        self._handoff = (
+            Handoff(workers_dir, request_id_prefix(), self._handed_over) if workers_dir else None
+        )
 
     @classmethod
     def build(
-        cls, settings: EnvoySettings, authentication: AuthnSettings, pipeline: Pipeline
+        cls,
+        settings: EnvoySettings,
+        authentication: AuthnSettings,
+        pipeline: Pipeline,
+        workers_dir: Path | None = None,
     ) -> EnvoyDoor:
-        """The door over `pipeline`'s stages, its records ended by Envoy's access log."""
+        """The door over `pipeline`'s stages, its records ended by Envoy's access log; with
+        `workers_dir`, one of `serve --workers N` (see handoff.py)."""
         join = CompletionJoin(pipeline.outcomes, settings.completion_timeout_s, _transcoded)
         answers = Answers(
             identity_header=authentication.identity_header,
             forward_authorization=authentication.forward_authorization,
         )
-        return cls(pipeline.runner_recording_to(join), join, answers, settings)
+        return cls(pipeline.runner_recording_to(join), join, answers, settings, workers_dir)
 
     @property
     def join(self) -> CompletionJoin:
         return self._join
+
+    def start(self) -> None:
+        if self._handoff is not None:
+            self._handoff.start()
 
     async def expire_overdue(self) -> None:
         """Write the records Envoy never reported the ending of, as they fall due."""
@@ -118,6 +135,8 @@ class EnvoyDoor:
 
     def stop(self) -> None:
         """The door is closed: records still waiting are written, marked as not reported."""
+        if self._handoff is not None:
+            self._handoff.stop()
         self._join.flush()
 
     def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
@@ -168,6 +187,7 @@ class EnvoyDoor:
         wanted = self._settings.log_name
         ours: bool | None = None  # the log name comes in the stream's first message only
         join = self._join
+        handoff = self._handoff
         async for request in requests:
             message = StreamAccessLogsMessage.FromString(request)
             if message.HasField("identifier"):
@@ -183,9 +203,19 @@ class EnvoyDoor:
                 call_id = call_id_of(
                     common.metadata.filter_metadata, METADATA_NAMESPACE, CALL_ID_KEY
                 )
-                if call_id is not None:
+                if call_id is None:
+                    continue
+                if handoff is None or handoff.owned(call_id):
                     join.complete(call_id, entry)
+                else:
+                    handoff.pass_on(call_id, entry.SerializeToString())
         return bytes(StreamAccessLogsResponse().SerializeToString())
+
+    def _handed_over(self, call_id: str, entry: bytes) -> None:
+        try:
+            self._join.complete(call_id, HTTPAccessLogEntry.FromString(entry))
+        except DecodeError:
+            log.warning("unreadable access-log entry handed over for request_id=%s", call_id)
 
 
 def _transcoded(outcome: CallOutcome) -> bool:

@@ -320,5 +320,6 @@ def message_class(full_name: str) -> Any:
 CheckRequest = message_class("envoy.service.auth.v3.CheckRequest")
 CheckResponse = message_class("envoy.service.auth.v3.CheckResponse")
 HeaderValueOption = message_class("envoy.config.core.v3.HeaderValueOption")
+HTTPAccessLogEntry = message_class("envoy.data.accesslog.v3.HTTPAccessLogEntry")
 StreamAccessLogsMessage = message_class("envoy.service.accesslog.v3.StreamAccessLogsMessage")
 StreamAccessLogsResponse = message_class("envoy.service.accesslog.v3.StreamAccessLogsResponse")
