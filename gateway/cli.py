@@ -55,6 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_arguments(audit.add_parser("query", help="filter records"), tail=False)
     add_audit_arguments(audit.add_parser("tail", help="the last records, or follow"), tail=True)
 
+    envoy = commands.add_parser(
+        "envoy-config", help="write Envoy's bootstrap with this gateway as its authorizer"
+    )
+    envoy.add_argument("--config", type=Path, required=True, help="opsgate's YAML config file")
+    for flag, meaning in (
+        ("--listen", "Envoy's gRPC listener HOST:PORT (default 0.0.0.0:10000)"),
+        ("--rest-listen", "Envoy's REST/JSON listener HOST:PORT (default: none)"),
+        ("--upstream", "HOST:PORT or unix:/PATH of the Operations server (default: the config's)"),
+        ("--authorizer", "HOST:PORT where Envoy reaches opsgate (default: the config's listen)"),
+        ("--admin", "Envoy's admin HOST:PORT (default 127.0.0.1:9901)"),
+        ("--authorizer-ca", "PEM CA verifying opsgate's TLS listener"),
+        ("--authorizer-cert", "PEM client certificate Envoy presents to opsgate (mTLS)"),
+        ("--authorizer-key", "PEM key of --authorizer-cert"),
+        ("--tls-cert", "PEM certificate Envoy's listeners present (with --tls-key)"),
+        ("--tls-key", "PEM key of --tls-cert"),
+        ("--client-ca", "PEM CA Envoy's listeners require client certificates from"),
+    ):
+        envoy.add_argument(flag, help=meaning)
+    envoy.add_argument("--check-timeout", type=float, help="seconds one Check may take (2)")
+    envoy.add_argument("--out", type=Path, help="write here instead of stdout")
+
     health = commands.add_parser("health", help="ask a gateway's gRPC health service")
     health.add_argument("--address", default="127.0.0.1:8443", help="HOST:PORT of the gateway")
     health.add_argument(
@@ -109,6 +130,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         args.command = args.audit_command  # "query" or "tail"
         return run_audit_command(args)
+    if args.command == "envoy-config":
+        from gateway.envoy.bootstrap import write_config
+
+        return write_config(args)
     if args.command == "health":
         from gateway.observability.probe import check_health
 
