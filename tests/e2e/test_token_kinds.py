@@ -1,6 +1,6 @@
 """The token kinds besides plain issuer JWTs, end to end: Google ID tokens, self-signed
 service-account JWTs, opaque tokens by RFC 7662 introspection, and Google access tokens (ya29.)
-by tokeninfo.
+by tokeninfo; at opsgate's own door and through a real Envoy asking opsgate (the `door` param).
 
 Each kind runs a real gateway in front of a real reference upstream, with a real local HTTP IdP
 serving keys or answering token checks, and is called through google-api-core's
@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ from google.api_core import exceptions as core_exceptions
 from google.api_core import operations_v1
 
 from gateway.config import load_settings
+from gateway.envoy.bootstrap import GRPC_LISTENER, EnvoyLayout, render_bootstrap
 from gateway.outcome import AccessLogSink, CallOutcome
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
+from gateway.testing.envoy import envoy_process
 from gateway.testing.idp import LocalIdp, Request, local_idp
 from gateway.testing.loop import LoopThread
 from gateway.testing.tokens import SigningKey, claims, ec_key, jwks, rsa_key
@@ -104,10 +106,23 @@ def authorization(tmp: Path) -> dict[str, Any]:
     return {"authorization": {"policy_file": str(policy), "profile_file": str(FULL_PROFILE)}}
 
 
+# Every test here runs twice: at opsgate's own gRPC door, and through a real Envoy that asks
+# opsgate as its external authorizer; each token kind must be judged the same by both.
+_DOOR = {"name": "own"}
+
+
+@pytest.fixture(scope="module", params=["own", "envoy"], autouse=True)
+def door(request: pytest.FixtureRequest) -> Iterator[str]:
+    _DOOR["name"] = request.param
+    yield request.param
+    _DOOR["name"] = "own"
+
+
 @contextmanager
 def running_stack(
     loop: LoopThread, config_path: Path, idp: LocalIdp, authentication: dict[str, Any]
 ) -> Iterator[Stack]:
+    behind_envoy = _DOOR["name"] == "envoy"
     upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
     try:
         upstream.store.create(NAME)
@@ -117,17 +132,29 @@ def running_stack(
             "authentication": authentication,
             **authorization(config_path.parent),
             "audit": quiet_audit(config_path.parent),
+            **({"envoy": {}} if behind_envoy else {}),
         }
         config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         access_log = LoggedCalls()
-        gateway = loop.run(start_gateway(load_settings(config_path), sink=access_log))
-        channel = grpc.insecure_channel(gateway.address)
-        try:
+        settings = load_settings(config_path)
+        gateway = loop.run(start_gateway(settings, sink=access_log))
+        with ExitStack() as running:
+            running.callback(lambda: loop.run(gateway.stop(0)))
+            address = gateway.address
+            if behind_envoy:
+                layout = EnvoyLayout(
+                    listen="127.0.0.1:0",
+                    upstream=upstream.address,
+                    authorizer=gateway.address,
+                    admin="127.0.0.1:0",
+                )
+                envoy = running.enter_context(
+                    envoy_process(render_bootstrap(settings, layout), name="envoy-tokens")
+                )
+                address = envoy.address(GRPC_LISTENER)
+            channel = running.enter_context(grpc.insecure_channel(address))
             client = operations_v1.OperationsClient(channel)
             yield Stack(idp, upstream, gateway, client, access_log)
-        finally:
-            channel.close()
-            loop.run(gateway.stop(0))
     finally:
         loop.run(upstream.stop(0))
 
