@@ -25,7 +25,14 @@ class Answers:
     """Builds the CheckResponse for one configured gateway (its identity header, whether the
     caller's credential travels on). Both answers carry the gateway's request id."""
 
-    def __init__(self, *, identity_header: str | None, forward_authorization: bool) -> None:
+    def __init__(
+        self,
+        *,
+        identity_header: str | None,
+        forward_authorization: bool,
+        join_key: Callable[[str], str] = str,
+    ) -> None:
+        self._join_key = join_key  # the call id -> what Envoy logs to end its record
         self._identity_header = identity_header.lower() if identity_header else None
         self._removed = _removals(GatewayHeaders(identity_header).smuggled, forward_authorization)
 
@@ -47,7 +54,7 @@ class Answers:
         if setting_identity and principal is not None and identity is not None:
             _set(ok.headers.add(), identity, header_safe(principal.member))
         _set(ok.response_headers_to_add.add(), REQUEST_ID_KEY, call.request_id)
-        response.dynamic_metadata.fields[CALL_ID_KEY].string_value = call.request_id
+        response.dynamic_metadata.fields[CALL_ID_KEY].string_value = self._join_key(call.request_id)
         return response
 
     def refused(self, call: Call, failure: CallFailure, rest: bool) -> Any:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import logging
+import os
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -126,6 +129,25 @@ class _Parked:
     expires: float
 
 
+class JoinKeys:
+    """The key Envoy carries from a Check to the call's access-log entry: the call id and a MAC
+    of it under this process's secret. Callers see their call ids (x-request-id), and anyone
+    who can reach the access-log service could name one; only Envoy, handed the key by the
+    authorizer, can end a call's record."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret if secret is not None else os.urandom(32)
+
+    def key(self, call_id: str) -> str:
+        mac = hmac.new(self._secret, call_id.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{call_id}.{mac}"
+
+    def call_id(self, key: str) -> str | None:
+        """The call id in `key` if this process made the key; None otherwise."""
+        call_id = key.partition(".")[0]
+        return call_id if hmac.compare_digest(self.key(call_id), key) else None
+
+
 class CompletionJoin:
     """The OutcomeSink of the Envoy door's audit stage: refusals pass straight to `sink`;
     an allowed call's outcome waits here for its Ending (see the module docstring)."""
@@ -136,7 +158,9 @@ class CompletionJoin:
         timeout_s: float,
         is_rest: Callable[[CallOutcome], bool],
         clock: Callable[[], float] = time.monotonic,
+        keys: JoinKeys | None = None,
     ) -> None:
+        self.keys = keys or JoinKeys()
         self._sink = sink
         self._timeout_s = timeout_s
         self._is_rest = is_rest
@@ -161,13 +185,16 @@ class CompletionJoin:
         self._parked[outcome.call.request_id] = _Parked(outcome, self._is_rest(outcome), expires)
         self.emptied.clear()
 
-    def complete(self, call_id: str, entry: Any) -> bool:
-        """Write the record of the call `call_id` with the ending in Envoy's `entry`.
+    def complete(self, key: str, entry: Any) -> bool:
+        """Write the record of the call whose JoinKeys `key` Envoy logged, with the ending in
+        Envoy's `entry`.
 
-        False when no call waits under that id: its record was already written (not reported
-        in time, or the authorizer restarted since its Check) and is not written twice.
+        False when no call waits under that key: its record was already written (not reported
+        in time, or the authorizer restarted since its Check) and is not written twice; or the
+        key is not one this process made.
         """
-        parked = self._take(call_id)
+        call_id = self.keys.call_id(key)
+        parked = self._take(call_id) if call_id is not None else None
         if parked is None:
             self.unknown_ids += 1
             return False
@@ -240,8 +267,8 @@ class CompletionJoin:
         )
 
 
-def call_id_of(metadata: Mapping[str, Any], namespace: str, key: str) -> str | None:
-    """The call id in an access-log entry's filter metadata, if the authorizer set one."""
+def join_key_of(metadata: Mapping[str, Any], namespace: str, key: str) -> str | None:
+    """The join key in an access-log entry's filter metadata, if the authorizer set one."""
     struct = metadata.get(namespace)
     if struct is None:
         return None

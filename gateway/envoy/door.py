@@ -24,7 +24,7 @@ from gateway.authn.settings import AuthnSettings
 from gateway.call import Call, new_call, request_id_prefix
 from gateway.envoy.answers import Answers, caller_header_names
 from gateway.envoy.body import request_message
-from gateway.envoy.completion import CompletionJoin, call_id_of
+from gateway.envoy.completion import CompletionJoin, join_key_of
 from gateway.envoy.handoff import Handoff
 from gateway.envoy.protos import (
     ACCESS_LOG_METHOD,
@@ -109,6 +109,7 @@ class EnvoyDoor:
         answers = Answers(
             identity_header=authentication.identity_header,
             forward_authorization=authentication.forward_authorization,
+            join_key=join.keys.key,
         )
         return cls(pipeline.runner_recording_to(join), join, answers, settings, workers_dir)
 
@@ -200,22 +201,20 @@ class EnvoyDoor:
                 common = entry.common_properties
                 if common.intermediate_log_entry:
                     continue
-                call_id = call_id_of(
-                    common.metadata.filter_metadata, METADATA_NAMESPACE, CALL_ID_KEY
-                )
-                if call_id is None:
+                key = join_key_of(common.metadata.filter_metadata, METADATA_NAMESPACE, CALL_ID_KEY)
+                if key is None:
                     continue
-                if handoff is None or handoff.owned(call_id):
-                    join.complete(call_id, entry)
+                if handoff is None or handoff.owned(key):
+                    join.complete(key, entry)
                 else:
-                    handoff.pass_on(call_id, entry.SerializeToString())
+                    handoff.pass_on(key, entry.SerializeToString())
         return bytes(StreamAccessLogsResponse().SerializeToString())
 
-    def _handed_over(self, call_id: str, entry: bytes) -> None:
+    def _handed_over(self, key: str, entry: bytes) -> None:
         try:
-            self._join.complete(call_id, HTTPAccessLogEntry.FromString(entry))
+            self._join.complete(key, HTTPAccessLogEntry.FromString(entry))
         except DecodeError:
-            log.warning("unreadable access-log entry handed over for request_id=%s", call_id)
+            log.warning("unreadable access-log entry handed over for request_id=%s", key[:32])
 
 
 def _transcoded(outcome: CallOutcome) -> bool:

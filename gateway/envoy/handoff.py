@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger("opsgate.envoy")
 
 PREFIX_CHARS = 16  # a request id's per-process prefix (see gateway.call.new_request_id)
-ID_CHARS = 32
+_KEY = re.compile(r"[0-9a-f]{32}(\.[0-9a-f]{1,64})?")  # a call id, and its MAC (JoinKeys)
 
 
 class Handoff:
@@ -28,7 +29,7 @@ class Handoff:
     ) -> None:
         self._directory = directory
         self._own_prefix = own_prefix
-        self._deliver = deliver  # (call id, serialized HTTPAccessLogEntry)
+        self._deliver = deliver  # (join key, serialized HTTPAccessLogEntry)
         self._socket: socket.socket | None = None
         self.passed = 0  # entries handed to another worker
         self.undeliverable = 0  # no such worker (it stopped: its records are written)
@@ -51,24 +52,24 @@ class Handoff:
         sock.close()
         Path(self._path(self._own_prefix)).unlink(missing_ok=True)
 
-    def owned(self, call_id: str) -> bool:
-        """The call was decided by this worker."""
-        return call_id.startswith(self._own_prefix)
+    def owned(self, key: str) -> bool:
+        """The call whose join key this is was decided by this worker."""
+        return key.startswith(self._own_prefix)
 
-    def pass_on(self, call_id: str, entry: bytes) -> bool:
-        """Hand an entry to the worker that decided `call_id`; False if it cannot be reached."""
+    def pass_on(self, key: str, entry: bytes) -> bool:
+        """Hand an entry to the worker that decided the call; False if it cannot be reached."""
         sock = self._socket
-        if sock is None or len(call_id) != ID_CHARS or not call_id.isalnum():
+        if sock is None or not _KEY.fullmatch(key):
             self.undeliverable += 1
             return False
         try:
-            sock.sendto(call_id.encode("ascii") + entry, self._path(call_id[:PREFIX_CHARS]))
+            sock.sendto(key.encode("ascii") + b"\n" + entry, self._path(key[:PREFIX_CHARS]))
         except (FileNotFoundError, ConnectionRefusedError):
             self.undeliverable += 1
             return False
         except BlockingIOError:
             # The other worker is not keeping up: its record is written when it falls due.
-            log.warning("dropped the ending of request_id=%s: its worker is busy", call_id)
+            log.warning("dropped the ending of request_id=%s: its worker is busy", key[:32])
             self.undeliverable += 1
             return False
         self.passed += 1
@@ -81,5 +82,5 @@ class Handoff:
                 data = sock.recv(1 << 20)
             except (BlockingIOError, InterruptedError):
                 return
-            call_id = data[:ID_CHARS].decode("ascii", "replace")
-            self._deliver(call_id, data[ID_CHARS:])
+            key, _, entry = data.partition(b"\n")
+            self._deliver(key.decode("ascii", "replace"), entry)

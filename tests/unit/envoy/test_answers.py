@@ -11,6 +11,7 @@ from google.rpc import status_pb2
 
 from gateway.authn.principal import Principal
 from gateway.envoy.answers import Answers
+from gateway.envoy.completion import JoinKeys
 from gateway.errors import STATUS_DETAILS_KEY, CallFailure, PermissionDenied, Unauthenticated
 from gateway.rest.status import failure_answer
 from tests.support.calls import a_call
@@ -48,7 +49,12 @@ CALLER_HEADERS = [
 def test_allowed_sets_the_identity_and_removes_every_caller_copy(
     forward_authorization: bool,
 ) -> None:
-    answers = Answers(identity_header=IDENTITY, forward_authorization=forward_authorization)
+    answers_keys = JoinKeys()
+    answers = Answers(
+        identity_header=IDENTITY,
+        forward_authorization=forward_authorization,
+        join_key=answers_keys.key,
+    )
     call = a_call(GET)
     call.principal = principal("user:alice@acme.example")
     response = answers.allowed(call, CALLER_HEADERS)
@@ -64,7 +70,8 @@ def test_allowed_sets_the_identity_and_removes_every_caller_copy(
     assert headers_of(ok.headers) == {IDENTITY: "user:alice@acme.example"}
     assert all(option.append_action == 2 for option in ok.headers)  # overwrite, never append
     assert headers_of(ok.response_headers_to_add) == {"x-request-id": call.request_id}
-    assert response.dynamic_metadata.fields["opsgate_call_id"].string_value == call.request_id
+    key = response.dynamic_metadata.fields["opsgate_call_id"].string_value
+    assert answers_keys.call_id(key) == call.request_id
     assert response.status.code == 0
 
 

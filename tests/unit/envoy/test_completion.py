@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.envoy.completion import CompletionJoin, call_id_of, ending_of
+from gateway.envoy.completion import CompletionJoin, JoinKeys, ending_of, join_key_of
 from gateway.envoy.protos import HTTPAccessLogEntry
 from gateway.errors import StatusCode
 from gateway.outcome import CallOutcome, MemorySink
@@ -69,7 +69,15 @@ def test_an_allowed_call_is_recorded_once_with_envoys_ending() -> None:
     join.record(outcome)
     assert sink.outcomes() == [] and join.waiting == 1 and not join.emptied.is_set()
     ended = entry(trailers={"grpc-status": "5", "grpc-message": "Operation%20gone"})
-    assert join.complete(outcome.call.request_id, ended)
+    call_id = outcome.call.request_id
+    # A key naming the call but not made by this process (a caller knows its call id) ends
+    # nothing; nor does the bare id.
+    assert not join.complete(call_id, ended)
+    assert not join.complete(JoinKeys().key(call_id), ended)
+    assert not join.complete(f"{call_id}.{'0' * 32}", ended)
+    assert sink.outcomes() == []
+    key = join.keys.key(call_id)
+    assert join.complete(key, ended)
     (recorded,) = sink.outcomes()
     assert recorded.call is outcome.call
     assert (recorded.code, recorded.message, recorded.reason) == (
@@ -81,9 +89,9 @@ def test_an_allowed_call_is_recorded_once_with_envoys_ending() -> None:
     assert recorded.call.upstream_s == pytest.approx(0.008)
     assert join.emptied.is_set()
     # The same ending again (a duplicate entry), or one for a call never parked: no second record.
-    assert not join.complete(outcome.call.request_id, ended)
-    assert not join.complete("f" * 32, ended)
-    assert len(sink.outcomes()) == 1 and join.unknown_ids == 2
+    assert not join.complete(key, ended)
+    assert not join.complete(join.keys.key("f" * 32), ended)
+    assert len(sink.outcomes()) == 1 and join.unknown_ids == 5
 
 
 def test_an_unreported_ending_is_written_when_due_and_marked() -> None:
@@ -100,7 +108,7 @@ def test_an_unreported_ending_is_written_when_due_and_marked() -> None:
     assert recorded.reason == "COMPLETION_NOT_REPORTED"
     assert "30 s" in recorded.message
     # Its ending arriving late does not write it twice.
-    assert not join.complete(first.call.request_id, entry())
+    assert not join.complete(join.keys.key(first.call.request_id), entry())
     assert join.flush() == 1
     assert [o.call for o in sink.outcomes()] == [first.call, second.call]
     assert sink.outcomes()[1].reason == "COMPLETION_NOT_REPORTED"
@@ -165,8 +173,8 @@ def test_ending_of(logged: Any, rest: bool, code: StatusCode, reason: str | None
 def test_call_id_only_from_the_authorizers_metadata() -> None:
     logged = HTTPAccessLogEntry()
     metadata = logged.common_properties.metadata.filter_metadata
-    assert call_id_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") is None
+    assert join_key_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") is None
     metadata["envoy.filters.http.ext_authz"].fields["opsgate_call_id"].number_value = 1
-    assert call_id_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") is None
+    assert join_key_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") is None
     metadata["envoy.filters.http.ext_authz"].fields["opsgate_call_id"].string_value = "abc"
-    assert call_id_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") == "abc"
+    assert join_key_of(metadata, "envoy.filters.http.ext_authz", "opsgate_call_id") == "abc"

@@ -18,9 +18,9 @@ def test_an_entry_reaches_the_deciding_worker_and_nobody_else(tmp_path: Path) ->
         a.start()
         b.start()
         try:
-            call_id = PREFIX_B + "0" * 16
-            assert not a.owned(call_id) and b.owned(call_id)
-            assert a.pass_on(call_id, b"\x0a\x00entry")
+            key = PREFIX_B + "0" * 16 + "." + "c" * 32
+            assert not a.owned(key) and b.owned(key)
+            assert a.pass_on(key, b"\x0a\x00entry\n")
             assert not a.pass_on("c" * 32, b"x")  # no such worker (stopped)
             assert not a.pass_on("../../etc/passwd" + "0" * 16, b"x")  # not an id
             for _ in range(100):
@@ -33,6 +33,6 @@ def test_an_entry_reaches_the_deciding_worker_and_nobody_else(tmp_path: Path) ->
         return got, a
 
     got, sender = asyncio.run(scenario())
-    assert got == [(PREFIX_B + "0" * 16, b"\x0a\x00entry")]
+    assert got == [(PREFIX_B + "0" * 16 + "." + "c" * 32, b"\x0a\x00entry\n")]
     assert (sender.passed, sender.undeliverable) == (1, 2)
     assert not list(tmp_path.iterdir())  # each worker removes its socket when it stops
