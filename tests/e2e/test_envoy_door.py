@@ -218,6 +218,7 @@ def test_a_rest_call_is_decided_on_what_the_upstream_receives(
     transcoder turns the two into the one gRPC message the upstream would decode, and that
     message is what the authorizer decides on: a conflict never reaches either."""
     sink, upstream = behind.own.sink, behind.own.upstream
+    behind.settled()  # earlier tests' records all written
     before, upstream_before = len(sink.outcomes()), len(upstream.calls())
     body = json.dumps({"name": body_name}).encode()
     reply = behind.rest("POST", f"/v1/{DONE_OPERATION}:cancel", token(behind, ALICE), body)
