@@ -24,7 +24,7 @@ from gateway.authn.settings import AuthnSettings
 from gateway.call import Call, new_call, request_id_prefix
 from gateway.envoy.answers import Answers, caller_header_names
 from gateway.envoy.body import request_message
-from gateway.envoy.completion import CompletionJoin, join_key_of
+from gateway.envoy.completion import CompletionJoin, ending_of, join_key_of
 from gateway.envoy.handoff import Handoff
 from gateway.envoy.protos import (
     ACCESS_LOG_METHOD,
@@ -43,6 +43,10 @@ from gateway.stages.chain import Runner, is_operations_method
 
 log = logging.getLogger("opsgate.envoy")
 
+# Envoy's response_code_details when ext_authz could not get an answer (down, slow, broken).
+AUTHORIZER_FAILED = "ext_authz_error"
+AUTHORIZER_UNREACHABLE_REASON = "AUTHORIZER_UNREACHABLE"
+AUTHORIZER_UNREACHABLE_MESSAGE = "Envoy could not reach the authorizer and refused the call."
 DOOR_KEY = "opsgate_door"  # context_extensions key the generated config sets per listener
 REST_DOOR = "rest"
 
@@ -74,6 +78,27 @@ class EnvoyTransport:
 
     def cancelled(self) -> bool:
         return bool(self._context.cancelled())
+
+
+class LoggedTransport:
+    """The peer of a call known only from Envoy's access log (see _record_unreached)."""
+
+    __slots__ = ("_peer",)
+
+    def __init__(self, address: Any) -> None:
+        self._peer = _grpc_peer(address)
+
+    def peer(self) -> str | None:
+        return self._peer
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]:
+        return {}
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def cancelled(self) -> bool:
+        return False
 
 
 class EnvoyDoor:
@@ -203,12 +228,32 @@ class EnvoyDoor:
                     continue
                 key = join_key_of(common.metadata.filter_metadata, METADATA_NAMESPACE, CALL_ID_KEY)
                 if key is None:
+                    if entry.response.response_code_details.startswith(AUTHORIZER_FAILED):
+                        self._record_unreached(entry)
                     continue
                 if handoff is None or handoff.owned(key):
                     join.complete(key, entry)
                 else:
                     handoff.pass_on(key, entry.SerializeToString())
         return bytes(StreamAccessLogsResponse().SerializeToString())
+
+    def _record_unreached(self, entry: Any) -> None:
+        """A call Envoy refused because it could not ask the authorizer: opsgate never saw it,
+        but it is recorded all the same (no principal, no resource) once Envoy reports it."""
+        transport = LoggedTransport(entry.common_properties.downstream_remote_address)
+        call = new_call(entry.request.path, (), transport, None)
+        ending = ending_of(entry, rest=False)
+        latency = ending.latency_s if ending.latency_s is not None else 0.0
+        self._join.record(
+            CallOutcome(
+                call,
+                ending.code,
+                AUTHORIZER_UNREACHABLE_MESSAGE,
+                latency,
+                ending.detail,
+                AUTHORIZER_UNREACHABLE_REASON,
+            )
+        )
 
     def _handed_over(self, key: str, entry: bytes) -> None:
         try:
