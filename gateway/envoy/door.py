@@ -26,6 +26,7 @@ from gateway.envoy.answers import Answers, caller_header_names
 from gateway.envoy.body import request_message
 from gateway.envoy.completion import CompletionJoin, ending_of, join_key_of
 from gateway.envoy.handoff import Handoff
+from gateway.envoy.metrics import EnvoyCollector
 from gateway.envoy.protos import (
     ACCESS_LOG_METHOD,
     CHECK_METHOD,
@@ -136,7 +137,9 @@ class EnvoyDoor:
             forward_authorization=authentication.forward_authorization,
             join_key=join.keys.key,
         )
-        return cls(pipeline.runner_recording_to(join), join, answers, settings, workers_dir)
+        door = cls(pipeline.runner_recording_to(join), join, answers, settings, workers_dir)
+        pipeline.registry.register(EnvoyCollector(join, door._handoff))
+        return door
 
     @property
     def join(self) -> CompletionJoin:

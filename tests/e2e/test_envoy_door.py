@@ -9,12 +9,15 @@ grpc_json_transcoder.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.errors import STATUS_DETAILS_KEY, StatusCode
@@ -28,6 +31,7 @@ from tests.support.policy_cases import (
     ALICE,
     BOB,
     CASES,
+    MISSING_PROD_OPERATION,
     NOT_FOUND,
     OK,
     STRANGER,
@@ -35,7 +39,7 @@ from tests.support.policy_cases import (
     Who,
     outcome,
 )
-from tests.support.stack import Identity
+from tests.support.stack import EXAMPLE_POLICY, Identity
 
 GET = "/google.longrunning.Operations/GetOperation"
 REST_YAML = "envoy: {}\nrest: {listen: 127.0.0.1:0}\n"
@@ -262,3 +266,64 @@ def test_authorizer_down_fails_closed(behind: EnvoyStack) -> None:
         )
         assert rest.status == 503
         assert len(behind.own.upstream.calls()) == before
+
+
+# -- metrics, rate limits, reload: as at the other doors -------------------------------------
+
+
+def test_metrics_count_calls_behind_envoy_with_their_final_code(behind: EnvoyStack) -> None:
+    registry = behind.own.gateway.pipeline.registry
+    behind.settled()
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    get = "GetOperation"
+    found_before = value("opsgate_calls_total", method=get, code="NOT_FOUND", decision="allow")
+    reported_before = value("opsgate_envoy_endings_total", how="reported")
+    assert answer(behind, ALICE, "get", MISSING_PROD_OPERATION)[0] == NOT_FOUND
+    behind.settled()
+    assert value("opsgate_calls_total", method=get, code="NOT_FOUND", decision="allow") == (
+        found_before + 1
+    )
+    assert value("opsgate_envoy_endings_total", how="reported") == reported_before + 1
+    assert value("opsgate_envoy_endings_waiting") == 0
+
+
+def test_rate_limits_refuse_behind_envoy_as_at_the_own_door(
+    loop: LoopThread, identity: Identity
+) -> None:
+    limits = "rate_limits: [{name: per-caller, rate_per_s: 0.01, burst: 1}]\n"
+    with running_envoy_stack(loop, identity, envoy_yaml="envoy: {}\n" + limits) as limited:
+        assert answer(limited, BOB, "get", DONE_OPERATION)[0] == OK
+        code, refusal = answer(limited, BOB, "get", DONE_OPERATION)
+        assert code == "RESOURCE_EXHAUSTED"
+        own_code, own_refusal = answer(limited.own, BOB, "get", DONE_OPERATION)
+        assert code == own_code
+        # The same refusal but for the time left until the bucket refills.
+        status, own = (status_pb2.Status.FromString(r[1]) for r in (refusal, own_refusal))
+        assert re.sub(r"[\d.]+s\.$", "", status.message) == re.sub(r"[\d.]+s\.$", "", own.message)
+        assert status.message == refusal[0]
+        assert [d.type_url for d in status.details] == [d.type_url for d in own.details]
+        assert status.details[0] == own.details[0]  # the ErrorInfo: reason, domain, limit
+        assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+
+
+def test_a_reloaded_policy_decides_behind_envoy_at_once(
+    loop: LoopThread, identity: Identity, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(EXAMPLE_POLICY.read_text())
+    with running_envoy_stack(loop, identity, policy=policy) as reloading:
+        assert answer(reloading, STRANGER, "get", DONE_OPERATION)[0] == "PERMISSION_DENIED"
+        granted = EXAMPLE_POLICY.read_text().replace(
+            "allow:\n",
+            "allow:\n  - resource: projects/acme-prod\n    bindings:\n"
+            "      - role: roles/contactcenterinsights.viewer\n"
+            "        members: [user:nobody@elsewhere.example]\n",
+            1,
+        )
+        policy.write_text(granted)
+        (reloader,) = reloading.own.gateway.pipeline.reloaders
+        assert loop.run(reloader.reload())
+        assert answer(reloading, STRANGER, "get", DONE_OPERATION)[0] == OK
