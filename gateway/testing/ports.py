@@ -25,6 +25,22 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
+def free_port_run(count: int, attempts: int = 50) -> int:
+    """The first of `count` consecutive free ports (for `serve --workers N`, whose worker K
+    serves metrics on the configured port + K)."""
+    for _ in range(attempts):
+        first = free_port()
+        with ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    probe = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    probe.bind((HOST, port))
+            except OSError:
+                continue
+            return first
+    raise OSError(f"no {count} consecutive free ports found in {attempts} attempts")
+
+
 def accepts(address: str, timeout: float = 0.5) -> bool:
     """Whether `host:port` accepts a TCP connection right now."""
     host, _, port = address.rpartition(":")
