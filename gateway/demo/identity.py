@@ -31,11 +31,13 @@ class DemoIdentity:
         self.policy_file = directory / "policy.yaml"
         self.policy_file.write_text(example_policy_text())
 
-    def write_config(self, upstream: str) -> Path:
+    def write_config(self, upstream: str, *, envoy: bool = False) -> Path:
+        """opsgate's config for the demo; with `envoy`, it also answers Envoy's Check calls."""
         path = self.directory / "opsgate.yaml"
         path.write_text(
             "listen: 127.0.0.1:0\n"
-            f"upstream:\n  target: {upstream}\n"
+            + ("envoy: {}\n" if envoy else "")
+            + f"upstream:\n  target: {upstream}\n"
             "authentication:\n"
             "  issuers:\n"
             f"    - issuer: {DEMO_ISSUER}\n"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -27,6 +28,11 @@ REST_STEPS: tuple[RestStep, ...] = (
 )
 
 
+def _lowered(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header names are case-insensitive (Envoy sends them in lower case)."""
+    return {key.lower(): value for key, value in headers}
+
+
 def _fetch(url: str, method: str, token: str | None) -> tuple[int, dict[str, str], bytes]:
     data = b"{}" if method == "POST" else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -36,10 +42,10 @@ def _fetch(url: str, method: str, token: str | None) -> tuple[int, dict[str, str
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, _lowered(response.headers.items()), response.read()
     except urllib.error.HTTPError as err:
         with err:
-            return err.code, dict(err.headers), err.read()
+            return err.code, _lowered(err.headers.items()), err.read()
 
 
 async def run_rest_steps(address: str, identity: DemoIdentity, out: TextIO) -> int:
@@ -59,7 +65,7 @@ async def run_rest_steps(address: str, identity: DemoIdentity, out: TextIO) -> i
         ok = status == step.expected_status
         failures += not ok
         print(
-            f"HTTP {status}  X-Request-Id: {headers.get('X-Request-Id', '-')}"
+            f"HTTP {status}  X-Request-Id: {headers.get('x-request-id', '-')}"
             + ("" if ok else "  [FAIL]"),
             file=out,
         )

@@ -144,8 +144,9 @@ def test_port_in_use_is_a_clear_error(loop: LoopThread, tmp_path: Path, identity
     assert f"cannot listen on {upstream.address}" in stderr
 
 
-def test_demo_runs_and_exits_zero() -> None:
-    process = _opsgate("demo")
+@pytest.mark.parametrize("through", [(), ("--envoy",)], ids=["own-doors", "behind-envoy"])
+def test_demo_runs_and_exits_zero(through: tuple[str, ...]) -> None:
+    process = _opsgate("demo", *through)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
     assert "20 of 20 calls behaved as expected." in stdout
@@ -165,6 +166,8 @@ def test_demo_runs_and_exits_zero() -> None:
         "RESOURCE_NAME_INVALID",
     ):
         assert shown in stdout
+    assert ("Envoy in front" in stdout) == bool(through)
+    assert "X-Request-Id: -" not in stdout  # every REST answer names its audit record
 
 
 def test_two_workers_share_the_port_and_drain(
