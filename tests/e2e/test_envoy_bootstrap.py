@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from gateway.server import Gateway, start_gateway
 from gateway.testing.envoy import EnvoyProcess, envoy_available, envoy_process
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port
-from gateway.testing.upstream import running_upstream
+from gateway.testing.upstream import running_upstream, start_controlled_upstream
 from tests.support.bearer import with_bearer
 from tests.support.stack import Identity, make_identity, quiet_audit_yaml
 
@@ -272,3 +273,42 @@ def test_with_the_authorizer_unreachable_a_grpc_caller_sees_unavailable(
             urllib.request.urlopen(status, timeout=10)
         assert refused.value.code == 503
     assert len(world.upstream.calls()) == before
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+
+def test_a_drained_stop_answers_the_call_in_flight_and_reports_its_ending(
+    world: World, loop: LoopThread
+) -> None:
+    """The harness's stop() drains before SIGTERM: the call in flight is answered, and its
+    access-log entry reaches opsgate (SIGTERM alone would lose it)."""
+    slow = loop.run(start_controlled_upstream())
+    slow.store.create(NAME, finish_after=None)
+    slow.delay.delay_s = 1.5
+    try:
+        bootstrap = render_bootstrap(world.settings, _layout(slow.address, world.gateway.address))
+        envoy = envoy_process(bootstrap, name="envoy-drained")
+        with envoy, grpc.insecure_channel(envoy.address(GRPC_LISTENER)) as channel:
+            get = channel.unary_unary(GET)
+            request = operations_pb2.GetOperationRequest(name=NAME).SerializeToString()
+            token = world.identity.token()
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(
+                    get.with_call,
+                    request,
+                    metadata=[("authorization", f"Bearer {token}")],
+                    timeout=20,
+                )
+                deadline = time.monotonic() + 10
+                while envoy.active_requests() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert envoy.active_requests() == 1
+                assert envoy.stop() == 0
+                reply, call = pending.result()
+        assert operations_pb2.Operation.FromString(reply).name == NAME
+        outcome = world.outcome_of(_request_id_of(call))
+        assert outcome.code == 0
+        assert "via_upstream" in outcome.detail
+    finally:
+        loop.run(slow.stop())
