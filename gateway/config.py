@@ -350,9 +350,16 @@ def _check_client_certificates(settings: Settings, source: str) -> None:
     if config is None:
         return
     key = "authentication.client_certificates"
-    if settings.tls is None or not settings.tls.require_client_cert:
+    verified_here = settings.tls is not None and settings.tls.require_client_cert
+    # Behind Envoy the certificate is the one Envoy's listener verified (`opsgate envoy-config`
+    # will not write a bootstrap with client_certificates and no client CA); opsgate's own
+    # door, if any, sees none without TLS of its own, so it never maps an unverified one.
+    if not verified_here and settings.envoy is None:
         raise ConfigError(
-            source, key, "needs tls.require_client_cert: true (verified certificates)"
+            source,
+            key,
+            "needs tls.require_client_cert: true (verified certificates), or `envoy` (Envoy "
+            "verifies them)",
         )
     for index, identity in enumerate(config.identities):
         where = f"{key}.identities[{index}]"

@@ -16,9 +16,11 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from gateway.config import ServerTls
 from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.errors import STATUS_DETAILS_KEY, StatusCode
 from gateway.reference_upstream.seed import ACME_PROD_US, DONE_OPERATION, GLOBEX_OPERATION
@@ -26,6 +28,7 @@ from gateway.rest.status import HTTP_STATUS
 from gateway.testing.envoy import envoy_process
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port
+from tests.support.certs import make_pki
 from tests.support.envoy_stack import EnvoyStack, bootstrap_for, http_request, running_envoy_stack
 from tests.support.policy_cases import (
     ALICE,
@@ -327,3 +330,58 @@ def test_a_reloaded_policy_decides_behind_envoy_at_once(
         (reloader,) = reloading.own.gateway.pipeline.reloaders
         assert loop.run(reloader.reload())
         assert answer(reloading, STRANGER, "get", DONE_OPERATION)[0] == OK
+
+
+# -- client certificates, as Envoy's listener verified them ---------------------------------
+
+DEPLOYER_SPIFFE = "spiffe://acme.example/ns/ci/sa/deployer"
+
+
+def test_client_certificate_identities_from_envoys_peer_certificate(
+    loop: LoopThread, identity: Identity, tmp_path: Path
+) -> None:
+    pki = make_pki(
+        tmp_path,
+        client_sans=[x509.UniformResourceIdentifier(DEPLOYER_SPIFFE)],
+        other_clients=[[x509.UniformResourceIdentifier("spiffe://acme.example/ns/ci/sa/other")]],
+    )
+    mapping = (
+        "  client_certificates:\n"
+        "    require_token: false\n"
+        "    identities:\n"
+        "      - principal: serviceAccount:ci-deployer@acme-prod.iam.gserviceaccount.com\n"
+        f"        san_uri: {DEPLOYER_SPIFFE}\n"
+    )
+    tls = ServerTls(
+        cert_file=pki.server.cert_file,
+        key_file=pki.server.key_file,
+        client_ca_file=pki.ca_file,
+        require_client_cert=True,
+    )
+    with running_envoy_stack(
+        loop, identity, envoy_yaml="envoy: {}\n", authentication_yaml=mapping, tls=tls
+    ) as behind_tls:
+
+        def get_as(pair: Any) -> str:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=pki.ca_file.read_bytes(),
+                private_key=pair.key_file.read_bytes(),
+                certificate_chain=pair.cert_file.read_bytes(),
+            )
+            address = behind_tls.envoy.address(GRPC_LISTENER).replace("127.0.0.1", "localhost")
+            with grpc.secure_channel(address, credentials) as channel:
+                stub = operations_pb2_grpc.OperationsStub(channel)
+                try:
+                    stub.GetOperation(
+                        operations_pb2.GetOperationRequest(name=DONE_OPERATION), timeout=10
+                    )
+                except grpc.RpcError as err:
+                    return err.code().name
+                return OK
+
+        upstream = behind_tls.own.upstream
+        assert get_as(pki.client) == OK  # the mapped certificate alone: the CI deployer
+        assert upstream.calls()[-1].header("x-opsgate-principal") == (
+            "serviceAccount:ci-deployer@acme-prod.iam.gserviceaccount.com"
+        )
+        assert get_as(pki.others[0]) == "UNAUTHENTICATED"  # verified, but mapped to no one

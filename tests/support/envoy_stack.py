@@ -106,11 +106,19 @@ def running_envoy_stack(
     *,
     policy: Path | None = EXAMPLE_POLICY,
     envoy_yaml: str = "envoy: {}\n",
+    authentication_yaml: str = "",
     **layout: Any,
 ) -> Iterator[EnvoyStack]:
     with ExitStack() as stack:
         own = stack.enter_context(
-            running_stack(loop, identity, seed=True, policy=policy, extra_yaml=envoy_yaml)
+            running_stack(
+                loop,
+                identity,
+                seed=True,
+                policy=policy,
+                extra_yaml=envoy_yaml,
+                authentication_yaml=authentication_yaml,
+            )
         )
         envoy = stack.enter_context(envoy_process(bootstrap_for(own, **layout), name="envoy-e2e"))
         channel = stack.enter_context(grpc.insecure_channel(envoy.address(GRPC_LISTENER)))

@@ -87,14 +87,20 @@ def make_identity(directory: Path) -> Identity:
 
 
 def gateway_settings(
-    upstream_address: str, identity: Identity, policy: Path | None = None, extra_yaml: str = ""
+    upstream_address: str,
+    identity: Identity,
+    policy: Path | None = None,
+    extra_yaml: str = "",
+    authentication_yaml: str = "",
 ) -> Settings:
     """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`
-    (`extra_yaml`: more top-level sections, e.g. `envoy: {}`)."""
+    (`extra_yaml`: more top-level sections, e.g. `envoy: {}`; `authentication_yaml`: more keys
+    of the `authentication` section, indented by two)."""
     path = identity.directory / "opsgate.yaml"
     path.write_text(
         f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
         + identity.issuer_yaml()
+        + authentication_yaml
         + identity.policy_yaml(policy)
         + quiet_audit_yaml(identity.directory)
         + extra_yaml
@@ -151,11 +157,14 @@ def running_stack(
     seed: bool = True,
     policy: Path | None = None,
     extra_yaml: str = "",
+    authentication_yaml: str = "",
 ) -> Iterator[Stack]:
     with ExitStack() as stack:
         upstream = stack.enter_context(running_upstream(loop, seed=seed))
         sink = MemorySink()
-        settings = gateway_settings(upstream.address, identity, policy, extra_yaml)
+        settings = gateway_settings(
+            upstream.address, identity, policy, extra_yaml, authentication_yaml
+        )
         gateway = loop.run(start_gateway(settings, sink=sink))
         stack.callback(lambda: loop.run(gateway.stop(0)))
         raw_channel = stack.enter_context(grpc.insecure_channel(gateway.address))
