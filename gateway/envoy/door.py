@@ -197,10 +197,11 @@ class EnvoyDoor:
             response = answers.refused(call, self._runner.not_found(call), rest)
             return bytes(response.SerializeToString())
         body = http.raw_body
+        as_text = not body and bool(http.body)
         limit = self._settings.max_body_bytes
 
         def take_body(call: Call) -> None:
-            call.payload = request_message(body, headers, limit)
+            call.payload = request_message(body, headers, limit, as_text=as_text)
 
         async def allow(call: Call) -> Any:
             return answers.allowed(call, caller_header_names(headers))
