@@ -40,6 +40,10 @@ class Measurement:
     latencies_us: list[int] = field(repr=False)
     cpu_util: float = 0.0  # front-end CPU seconds per wall second
     sys_us: float = 0.0  # of cpu_us, the part spent in the kernel
+    # An external authorizer's process tree (Envoy's ext_authz rows), counted apart from the
+    # front end's: Envoy's own CPU and the authorizer's, per call.
+    authorizer_cpu_us: float | None = None
+    authorizer_util: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class Measurement:
             "failures": self.failures,
             "cpu_util": self.cpu_util,
             "sys_us": self.sys_us,
+            "authorizer_cpu_us": self.authorizer_cpu_us,
         }
 
 
@@ -130,18 +135,22 @@ class Bench:
         metrics_listen: str | None = None,
         rest_listen: str | None = None,
         library: bool = False,
+        envoy_only: bool = False,
     ) -> Path:
-        assert self.upstream is not None or library
+        """With `library`, no upstream; with `envoy_only`, no upstream and an `envoy:` section
+        (opsgate as Envoy's external authorizer only)."""
+        assert self.upstream is not None or library or envoy_only
         return write_gateway_config(
             self.dir,
             name,
             listen=listen,
-            upstream=None if library else self.upstream.address,  # type: ignore[union-attr]
+            upstream=None if library or envoy_only else self.upstream.address,  # type: ignore[union-attr]
             identity=self.identity,
             policy=self.policy,
             profile_file=profile_file,
             metrics_listen=metrics_listen,
             rest_listen=rest_listen,
+            envoy=envoy_only,
         )
 
     def start_gateway(
@@ -153,10 +162,12 @@ class Bench:
         metrics_listen: str | None = None,
         rest_listen: str | None = None,
         prefix: list[str] | None = None,
+        envoy_only: bool = False,
     ) -> Service:
         """`opsgate serve` (as `python -m gateway serve`) on a fixed free port.
 
-        With `rest_listen` its REST/JSON door listens there too, and is waited for.
+        With `rest_listen` its REST/JSON door listens there too, and is waited for; with
+        `envoy_only` it is Envoy's external authorizer only (no upstream).
         """
         address = f"127.0.0.1:{free_port()}"
         config = self.gateway_config(
@@ -165,6 +176,7 @@ class Bench:
             profile_file=profile_file,
             metrics_listen=metrics_listen,
             rest_listen=rest_listen,
+            envoy_only=envoy_only,
         )
         args = [] if workers is None else ["--workers", str(workers)]
         argv = gateway_argv(config, *args, python=prefix or [sys.executable])
@@ -194,9 +206,11 @@ class Bench:
         body: Path | None = None,
         method: str = wire.GET_OPERATION,
         rest: bool = False,
+        authorizer: int | None = None,
     ) -> Measurement:
-        """gRPC calls of `method`, or with `rest` the REST door's GetOperation (HTTP/1.1 GET)."""
-        pids = [front] + ([upstream] if upstream is not None else [])
+        """gRPC calls of `method`, or with `rest` the REST door's GetOperation (HTTP/1.1 GET);
+        with `authorizer`, that process tree's CPU is measured too, apart from the front's."""
+        pids = [p for p in (front, upstream, authorizer) if p is not None]
         result = h2load.run(
             f"http://{address}{wire.REST_GET_PATH if rest else method}",
             None if rest else body or self.body_file,
@@ -220,6 +234,10 @@ class Bench:
             latencies_us=latencies,
             cpu_util=result.cpu_s[front] / result.seconds if result.seconds else 0.0,
             sys_us=result.sys_s[front] / calls * 1e6,
+            authorizer_cpu_us=(result.cpu_s[authorizer] / calls * 1e6) if authorizer else None,
+            authorizer_util=(
+                result.cpu_s[authorizer] / result.seconds if authorizer and result.seconds else 0.0
+            ),
         )
 
     def pygen(
@@ -238,10 +256,12 @@ class Bench:
         expect: bool = True,
         timeout_s: float = 900,
         max_seconds: float = 0,
+        authorizer: int | None = None,
+        expected_file: Path | None = None,
     ) -> tuple[Measurement, dict[str, Any]]:
         """Run the Python generator as its own process; (measurement, its raw answer)."""
         out = self.dir / "loadgen.json"
-        pids = [p for p in (front, upstream) if p]
+        pids = [p for p in (front, upstream, authorizer) if p]
         argv = python_module(
             LOADGEN,
             "run",
@@ -265,7 +285,7 @@ class Bench:
             str(out),
         )
         if expect:
-            argv += ["--expect", str(self.expected_file)]
+            argv += ["--expect", str(expected_file or self.expected_file)]
         if token_file is not None:
             argv += ["--token-file", str(token_file)]
         if tokens:
@@ -303,6 +323,10 @@ class Bench:
             latencies_us=lat,
             cpu_util=cpu[front] / raw["seconds"] if front and raw["seconds"] else 0.0,
             sys_us=float(raw["sys_s"][str(front)]) / n * 1e6 if front else 0.0,
+            authorizer_cpu_us=cpu[authorizer] / n * 1e6 if authorizer else None,
+            authorizer_util=cpu[authorizer] / raw["seconds"]
+            if authorizer and raw["seconds"]
+            else 0.0,
         )
         return measurement, raw
 

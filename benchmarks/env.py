@@ -90,6 +90,19 @@ def h2load_version(path: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def envoy_version() -> str | None:
+    """The Envoy the envoy phase starts (gateway.testing.envoy finds it), or None."""
+    from gateway.testing.envoy import envoy_available, envoy_binary
+
+    if not envoy_available():
+        return None
+    done = subprocess.run(
+        [envoy_binary(), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    match = re.search(r"/(\d+\.\d+\.\d+)/", done.stdout + done.stderr)
+    return match.group(1) if match else None
+
+
 def versions(tools: dict[str, str | None]) -> dict[str, str | None]:
     from gateway import __version__ as opsgate_version
 
@@ -103,6 +116,7 @@ def versions(tools: dict[str, str | None]) -> dict[str, str | None]:
         "cryptography": _package("cryptography"),
         "nginx": nginx_version(tools.get("nginx")),
         "h2load": h2load_version(tools.get("h2load")),
+        "envoy": envoy_version(),
         "cedarpy": _package("cedarpy"),
         "casbin": _package("casbin"),
         "matplotlib": _package("matplotlib"),

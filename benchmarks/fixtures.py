@@ -245,11 +245,13 @@ def write_gateway_config(
     profile_file: Path | None = None,
     metrics_listen: str | None = None,
     rest_listen: str | None = None,
+    envoy: bool = False,
 ) -> Path:
     """A config for the full pipeline: JWKS-file issuer, policy, audit file with fsync interval.
 
-    Without `upstream` it is a library-mode config (no upstream section); with `rest_listen`
-    the REST/JSON door listens there too.
+    Without `upstream` it is a library-mode config (no upstream section), or with `envoy` the
+    config of opsgate as Envoy's external authorizer only; with `rest_listen` the REST/JSON door
+    listens there too.
     """
     lines = [f"listen: {listen}"]
     if upstream is not None:
@@ -279,6 +281,8 @@ def write_gateway_config(
         lines += ["metrics:", f"  listen: {metrics_listen}"]
     if rest_listen is not None:
         lines += ["rest:", f"  listen: {rest_listen}"]
+    if envoy:
+        lines += ["envoy:", "  max_body_bytes: 65536"]
     path = directory / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

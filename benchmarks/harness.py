@@ -20,13 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import endtoend, plots, profiling, report, scenarios, targets, wire
+from benchmarks import endtoend, envoyrows, plots, profiling, report, scenarios, targets, wire
 from benchmarks.bench import Bench
 from benchmarks.env import ensure_tools, machine, versions
 from benchmarks.modes import MODES, Mode
 from benchmarks.procs import REPO, python_module
 
-PHASES = ("micro", "rows", "library", "scale", "long_calls", "memory")
+PHASES = ("micro", "rows", "envoy", "library", "scale", "long_calls", "memory")
+# Run in the full mode, and in the others only when asked for by name (--only envoy).
+ON_REQUEST = ("envoy",)
 HERE = Path(__file__).resolve().parent
 
 
@@ -105,6 +107,7 @@ def _rows(bench: Bench) -> dict[str, Any]:
 NEEDS: dict[str, dict[str, float]] = {
     "micro": {"smoke": 3, "quick": 15, "full": 60},
     "rows": {"smoke": 5, "quick": 40, "full": 300},
+    "envoy": {"smoke": 5, "quick": 40, "full": 330},
     "library": {"smoke": 0, "quick": 8, "full": 40},
     "scale": {"smoke": 0, "quick": 8, "full": 40},
     "long_calls": {"smoke": 0, "quick": 8, "full": 40},
@@ -114,6 +117,7 @@ NEEDS: dict[str, dict[str, float]] = {
 RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "micro": _micro,
     "rows": _rows,
+    "envoy": envoyrows.run_envoy,
     "library": scenarios.run_library,
     "scale": scenarios.run_scale,
     "long_calls": scenarios.run_long_calls,
@@ -202,6 +206,12 @@ def run(args: argparse.Namespace) -> int:
             if phase in wanted:
                 wanted.remove(phase)
                 results["skipped"].append({"phase": phase, "why": f"not run in --{mode.name}"})
+    if mode.name != "full":
+        for phase in ON_REQUEST:
+            if phase in wanted and phase not in (args.only or ()):
+                wanted.remove(phase)
+                why = f"not run in --{mode.name} unless asked for (--only {phase})"
+                results["skipped"].append({"phase": phase, "why": why})
     command = _command(args)
     try:
         for phase in wanted:

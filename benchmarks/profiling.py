@@ -137,12 +137,15 @@ def _load(
     seconds: float,
     box: list[Measurement],
     cold: list[Path] | None = None,
+    via: str | None = None,
 ) -> None:
     """Warm load on `service` for `seconds` (h2load, else the Python generator); with `cold`
-    token files, the Python generator with a new token per call."""
+    token files, the Python generator with a new token per call. With `via`, the calls go
+    there (an Envoy in front of `service`, its authorizer) and `service`'s CPU is counted."""
+    address = via or service.address
     if cold is not None:
         measurement, _ = bench.pygen(
-            service.address,
+            address,
             calls=10**9,
             concurrency=16,
             front=service.pid,
@@ -151,10 +154,10 @@ def _load(
         )
         box.append(measurement)
     elif bench.tools.get("h2load"):
-        box.append(bench.h2load(service.address, 16, seconds, bench.warm_token, service.pid))
+        box.append(bench.h2load(address, 16, seconds, bench.warm_token, service.pid))
     else:
         measurement, _ = bench.pygen(
-            service.address,
+            address,
             calls=int(seconds * 1500),
             concurrency=16,
             front=service.pid,
@@ -163,12 +166,14 @@ def _load(
         box.append(measurement)
 
 
-def threads_cpu(bench: Bench, service: Service, seconds: float) -> dict[str, Any]:
-    """CPU per call of each thread of `service` under warm load at c=16."""
+def threads_cpu(
+    bench: Bench, service: Service, seconds: float, via: str | None = None
+) -> dict[str, Any]:
+    """CPU per call of each thread of `service` under warm load at c=16 (sent to `via`)."""
     names = thread_names(service.pid)
     before = thread_ticks(service.pid)
     box: list[Measurement] = []
-    _load(bench, service, seconds, box)
+    _load(bench, service, seconds, box, via=via)
     after = thread_ticks(service.pid)
     calls = max(box[0].calls, 1)
     rows: list[dict[str, Any]] = []
@@ -189,9 +194,15 @@ def threads_cpu(bench: Bench, service: Service, seconds: float) -> dict[str, Any
 
 
 def sample(
-    bench: Bench, service: Service, seconds: float, name: str, cold: list[Path] | None = None
+    bench: Bench,
+    service: Service,
+    seconds: float,
+    name: str,
+    cold: list[Path] | None = None,
+    via: str | None = None,
 ) -> dict[str, Any]:
-    """py-spy `service` while it serves warm (or cold) load; raises if py-spy is unusable."""
+    """py-spy `service` while it serves warm (or cold) load, sent to `via` if given; raises if
+    py-spy is unusable."""
     spy = py_spy()
     if spy is None:
         raise RuntimeError("py-spy not installed")
@@ -215,7 +226,7 @@ def sample(
     ]
     box: list[Measurement] = []
     load = threading.Thread(
-        target=_load, args=(bench, service, seconds + 1.5, box, cold), daemon=True
+        target=_load, args=(bench, service, seconds + 1.5, box, cold, via), daemon=True
     )
     load.start()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)

@@ -74,6 +74,56 @@ REMEDIES = {
         "Plain YAML is read from PyYAML's C parser events and plain bindings take the quick "
         "path; see the load profile below for what a policy of this shape spends its time on."
     ),
+    "envoy_cpu": (
+        "The floor misses it before opsgate does anything: Envoy + the minimal gRPC "
+        "authorizer (one generic handler returning 4 fixed bytes) already sums about 0.64x the "
+        "proxy at c=64, because a grpc.aio unary call costs about 200 µs on the server side by "
+        "itself (the bare grpc.aio row) and Envoy's Check adds its own. Above that floor "
+        "the opsgate row costs about 320 µs more per call: on Envoy's side about 85 µs (the "
+        "access-log entry it streams to opsgate, the larger Check with headers and body, the "
+        "answer's header mutations); in the authorizer about 190-230 µs (the Envoy section's "
+        "profile table), almost all on the event loop: py-spy puts about 50 µs in "
+        "`EnvoyDoor.check` and the stages under it (audit ~30, the answer ~17) and about "
+        "17 µs in the access-log stream, the rest in "
+        "native code under the loop (parsing the CheckRequest's header map and body, "
+        "serializing the answer), plus ~25 µs on the audit writer thread. What would meet "
+        "it: the HTTP protocol's floor is about 0.36x (a raw uvloop protocol answering 200 "
+        "costs ~25 µs a call, against grpc.aio's ~200), which leaves about 140 µs per call "
+        "for opsgate's own work under 0.6x: a Check door on HTTP ext_authz with a raw "
+        "protocol (no grpc.aio, no framework), keeping the batched gRPC access-log stream "
+        "(its cost is per entry, not per RPC). Over gRPC only a non-Python authorizer can "
+        "meet it, since grpc.aio's floor alone takes most of the budget."
+    ),
+    "envoy_throughput": (
+        "On this 2-core machine every process of a row shares the cores, so throughput is "
+        "about 2 cores over the row's whole CPU per call: Envoy + authorizer + the upstream "
+        "(~300 µs) + h2load. For 1.5x the proxy's throughput, Envoy + the authorizer would "
+        "have to cost about 280 µs a call in all, which only the HTTP floor (~200 µs) is "
+        "under; the remedy is the CPU target's. `--workers 2` cannot add a core that is not "
+        "idle here, and with the generated bootstrap every Check reaches one worker anyway "
+        "(see the worker split above)."
+    ),
+    "envoy_latency": (
+        "Behind Envoy a call makes two hops in turn (the Check, then the upstream), and a "
+        "grpc.aio Check round trip costs about 0.45 ms at c=1 even with a do-nothing "
+        "authorizer (minimal gRPC ext_authz against the Envoy hop row); the HTTP floor adds "
+        "about 0.2 ms, and opsgate's own work about 0.2 ms more. Meeting it needs the Check "
+        "round trip well under the proxy's own work: the HTTP Check door on a raw protocol, "
+        "and less Python per Check (see the CPU target)."
+    ),
+    "authorizer_share": (
+        "Even the do-nothing grpc.aio authorizer costs about 1.2x Envoy's own share of its "
+        "row, so the target leaves opsgate's work a few tens of µs per Check over grpc.aio. "
+        "The table above says where the excess is: the event loop. Named in the py-spy "
+        "sample: the CheckRequest's header map (a protobuf map, walked twice per call through "
+        "`ItemsView` and generator expressions: once for the Call's metadata, once more for "
+        "the caller's header names the answer removes), building the answer (its header "
+        "lists and the dynamic-metadata Struct), the access-log join "
+        "(`CompletionJoin.complete`, `ending_of`), and the audit stage. Reading the header "
+        "map once into a tuple and building the answer's fixed parts once would take out a "
+        "good part; HTTP ext_authz on a raw protocol would take out the grpc.aio floor "
+        "itself."
+    ),
     "held_calls": (
         "Held calls should cost nothing per unary call unless something walks them per call; "
         "check the in-flight bookkeeping for work proportional to open calls."
@@ -109,6 +159,7 @@ def render(results: dict[str, Any]) -> str:
     )
     _targets(add, results)
     _rows(add, results)
+    _envoy(add, results)
     _library(add, results)
     _scale(add, results)
     _memory(add, results)
@@ -134,7 +185,10 @@ def _targets(add: Any, results: dict[str, Any]) -> None:
         )
     missed = [t for t in results.get("targets", []) if t["passed"] is False]
     if missed:
-        add("\n**Missed** — what would meet each (evidence in [Profiles](#profiles)):\n")
+        add(
+            "\n**Missed** — what would meet each (evidence in [Profiles](#profiles), and for "
+            "Envoy's targets in its section's profiles):\n"
+        )
         for target in missed:
             add(f"- *{target['target']}*: {REMEDIES.get(target['key'], 'see Profiles.')}")
     add("")
@@ -184,6 +238,141 @@ def _rows(add: Any, results: dict[str, Any]) -> None:
     add("How the rows were run:\n")
     for line_text in results["meta"]["method"]:
         add(f"- {line_text}")
+    add("")
+
+
+_ENVOY_ABOUT = (
+    "Envoy {version} as the front end (`--concurrency {threads}`: one worker thread, as nginx "
+    "runs one worker), started by gateway.testing.envoy, in front of the same seeded upstream; "
+    "every row here was measured in this phase, interleaved, so their ratios compare like with "
+    "like ({driver}, the rows phase's concurrencies and durations). **Front end** is the CPU "
+    "per call of the process the calls go to (Envoy, or the server called directly), "
+    "**authorizer** that of the external authorizer's process tree (for `--workers 2`, its "
+    "supervisor and both workers), **sum** the two, per repeat. Every call carries the warm "
+    "RS256 token. The ext_authz rows send the request body to the authorizer "
+    "(`with_request_body`, 64 KiB, no partial bodies) as opsgate's authorizer needs it, and "
+    "fail closed. The bare grpc.aio server and the minimal gRPC authorizer are one program "
+    "(benchmarks/minimal.py: one generic handler, bytes in, a 4-byte serialized OK "
+    "CheckResponse out); the minimal HTTP authorizer is a raw asyncio protocol on uvloop "
+    "answering `200 OK` with no body (no HTTP framework: the leanest a Python HTTP authorizer "
+    "gets). **`jwt_authn` + `rbac` cannot check the resource name in the request body**: it "
+    "allows GetOperation of any operation to a caller whose verified `groups` claim holds the "
+    "team group (its JWKS is the benchmark's local file, verified tokens cached), so it does "
+    "less than opsgate's authorizer, which decides on the name against the IAM policy and "
+    "writes an audit record per call."
+)
+
+
+def _envoy(add: Any, results: dict[str, Any]) -> None:
+    add("## Envoy as the front end (issue 17)\n")
+    envoy = results.get("envoy")
+    if not envoy or "rows" not in envoy:
+        add((envoy or {}).get("skipped") or _why(results, "envoy"))
+        add("")
+        return
+    rows = envoy["rows"]
+    add(
+        _ENVOY_ABOUT.format(
+            version=envoy.get("envoy_version") or "",
+            threads=envoy.get("envoy_concurrency", 1),
+            driver=envoy["driver"],
+        )
+        + "\n"
+    )
+    concurrencies = sorted({int(c) for row in rows.values() for c in row["concurrency"]})
+    head = " | ".join(f"c={c}" for c in concurrencies)
+
+    def table(title: str, metric: str, render_fig: Any, only_authorized: bool = False) -> None:
+        add(f"**{title}**\n")
+        add(f"| row | {head} |")
+        add("|---|" + "---|" * len(concurrencies))
+        for row in rows.values():
+            if only_authorized and not row.get("authorizer"):
+                continue
+            cells = [
+                render_fig(row["concurrency"].get(str(c), {}).get(metric)) for c in concurrencies
+            ]
+            add(f"| {row['title']} | " + " | ".join(cells) + " |")
+        add("")
+
+    table("Front-end CPU per call, µs (Envoy, or the server called directly)", "cpu_us", fmt)
+    table("Authorizer CPU per call, µs", "authorizer_cpu_us", fmt, only_authorized=True)
+    table("Summed CPU per call, µs (front end + authorizer)", "total_cpu_us", fmt)
+    table("Throughput, requests/s", "rps", fmt)
+    table("p50 latency, ms", "p50_us", _ms)
+    table("p99 latency, ms", "p99_us", _ms)
+    table("Upstream CPU per call, µs (for context)", "upstream_cpu_us", fmt)
+    split = envoy.get("worker_cpu_s") or {}
+    for key, seconds in split.items():
+        shown = ", ".join(f"{s:.1f} s" for s in seconds)
+        one = bool(seconds) and seconds[0] > 0.9 * sum(seconds)
+        add(
+            f"CPU of each worker of the `{key}` authorizer over the measured runs: {shown} "
+            "(SO_REUSEPORT hands each of Envoy's connections to the authorizer to one worker)"
+            + (_ONE_WORKER if one else ".")
+            + "\n"
+        )
+    add("**Checks** (grpc-status and payload; through Envoy, the upstream's own answer)\n")
+    add("| row | front-end process | authorizer | check |")
+    add("|---|---|---|---|")
+    for row in rows.values():
+        mark = "" if row["check_passed"] else " **FAILED**"
+        authorizer = f"`{row['authorizer']}`" if row.get("authorizer") else "—"
+        add(f"| {row['title']} | `{row['process']}` | {authorizer} | {row['check']}{mark} |")
+    add("")
+    profiles = envoy.get("profiles") or {}
+    if profiles:
+        add(
+            "**Profiles** (a missed target above): the authorizers behind Envoy at c=16, "
+            "thread CPU exact from /proc, functions sampled by py-spy as in "
+            "[Profiles](#profiles).\n"
+        )
+        for key, entry in profiles.items():
+            _thread_table(add, key, entry.get("threads"))
+        _above_floor(add, profiles)
+        for key, entry in profiles.items():
+            _sampled(add, key, entry.get("sampled") or {})
+
+
+_ONE_WORKER = (
+    ": **one worker did all the work**. The generated bootstrap's authorizer cluster is one "
+    "HTTP/2 connection per Envoy worker thread (no `max_concurrent_streams`), so every Check "
+    "of this Envoy reaches the same opsgate worker; a second worker only helps behind several "
+    "Envoy threads or Envoys, or with the cluster's streams per connection capped."
+)
+_THREAD_KINDS = (
+    ("event loop (main thread)", lambda name: name.startswith("main")),
+    ("gRPC poller thread", lambda name: "_poll_wrapper" in name),
+    ("gRPC C-core threads", lambda name: "event_engine" in name or "grpc" in name),
+    ("audit writer", lambda name: "audit" in name),
+)
+
+
+def _by_kind(threads: dict[str, Any]) -> dict[str, float]:
+    found = {kind: 0.0 for kind, _ in _THREAD_KINDS} | {"other": 0.0}
+    for row in threads["threads"]:
+        kind = next((k for k, match in _THREAD_KINDS if match(row["thread"])), "other")
+        found[kind] += row["user_us"] + row["sys_us"]
+    return found
+
+
+def _above_floor(add: Any, profiles: dict[str, Any]) -> None:
+    """opsgate's authorizer against the minimal gRPC one, thread kind by thread kind."""
+    ours = (profiles.get("opsgate authorizer (behind Envoy)") or {}).get("threads")
+    floor = (profiles.get("minimal gRPC authorizer (behind Envoy)") or {}).get("threads")
+    if not (ours and floor):
+        return
+    mine, base = _by_kind(ours), _by_kind(floor)
+    add("**Where opsgate's authorizer spends CPU above the grpc.aio floor** (µs per Check)\n")
+    add("| thread | opsgate | minimal gRPC authorizer | above the floor |")
+    add("|---|---|---|---|")
+    for kind in mine:
+        if mine[kind] or base[kind]:
+            add(
+                f"| {kind} | {mine[kind]:.0f} | {base[kind]:.0f} | {mine[kind] - base[kind]:+.0f} |"
+            )
+    total, floor_total = sum(mine.values()), sum(base.values())
+    add(f"| **all** | {total:.0f} | {floor_total:.0f} | {total - floor_total:+.0f} |")
     add("")
 
 

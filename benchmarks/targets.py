@@ -14,6 +14,11 @@ FLAT_FACTOR = 1.5
 # mode's checks may add over the bare servicer.
 WARM_CPU_FACTOR = 1.25
 LIBRARY_OVERHEAD = 0.30
+# Issue 17's: Envoy + opsgate's authorizer (audit on) against opsgate's own proxy, in one run.
+ENVOY_CPU_FACTOR = 0.6  # summed CPU per call (Envoy + authorizer) ≤ this x the proxy's
+ENVOY_THROUGHPUT_FACTOR = 1.5  # req/s ≥ this x the proxy's
+AUTHORIZER_SHARE = 1.5  # the authorizer's CPU per Check ≤ this x Envoy's own in the same row
+ENVOY_AT = 64
 
 
 def _median(fig: dict[str, Any] | None) -> float | None:
@@ -224,6 +229,9 @@ def evaluate(results: dict[str, Any], command: str) -> list[dict[str, Any]]:
 
     # 10. the REST door: reported, no threshold.
     out.append(_rest_door(rows, concurrencies, rows_cmd))
+
+    # 11-16. Envoy with opsgate as its external authorizer (issue 17), from the envoy phase.
+    out.extend(envoy_targets(results.get("envoy") or {}, f"{command} --only envoy"))
     return out
 
 
@@ -355,3 +363,165 @@ def _policy_targets(results: dict[str, Any], command: str) -> list[dict[str, Any
             )
         )
     return out
+
+
+# --- issue 17: Envoy + opsgate's authorizer ------------------------------------------------------
+
+
+def _envoy_at(rows: dict[str, Any]) -> tuple[int | None, str]:
+    """The concurrency the c=64 targets are checked at, and a note when it is not 64."""
+    levels = sorted({int(c) for row in rows.values() for c in row["concurrency"]})
+    if not levels:
+        return None, ""
+    if ENVOY_AT in levels:
+        return ENVOY_AT, ""
+    return levels[-1], f"measured at c={levels[-1]}: this mode has no c=64 (the full mode has)"
+
+
+def envoy_targets(envoy: dict[str, Any], command: str) -> list[dict[str, Any]]:
+    """Issue 17's targets from the envoy phase's rows (all ratios within that one run)."""
+    rows: dict[str, Any] = envoy.get("rows") or {}
+    at, note = _envoy_at(rows)
+    ours = _row(rows, "envoy-opsgate", at) if at else None
+    proxy = _row(rows, "opsgate-proxy", at) if at else None
+    out: list[dict[str, Any]] = []
+
+    text = (
+        f"Envoy + opsgate authorizer (audit on): summed CPU/call ≤ {ENVOY_CPU_FACTOR:g}x "
+        "opsgate's proxy at c=64"
+    )
+    if ours and proxy and _median(proxy["cpu_us"]):
+        total, envoy_us = _median(ours["total_cpu_us"]) or 0.0, _median(ours["cpu_us"]) or 0.0
+        base = _median(proxy["cpu_us"]) or 0.0
+        ratio = total / base
+        out.append(
+            _target(
+                "envoy_cpu",
+                text,
+                f"{ratio:.2f}x at c={at} ({total:.0f} = Envoy {envoy_us:.0f} + authorizer "
+                f"{total - envoy_us:.0f} µs, vs the proxy's {base:.0f} µs)",
+                ratio <= ENVOY_CPU_FACTOR,
+                command,
+                ratio,
+                note,
+            )
+        )
+    else:
+        out.append(_missing("envoy_cpu", text, command))
+
+    text = (
+        f"Envoy + opsgate authorizer: throughput ≥ {ENVOY_THROUGHPUT_FACTOR:g}x the proxy's at c=64"
+    )
+    if ours and proxy and _median(proxy["rps"]):
+        ratio = (_median(ours["rps"]) or 0.0) / (_median(proxy["rps"]) or 1.0)
+        out.append(
+            _target(
+                "envoy_throughput",
+                text,
+                f"{ratio:.2f}x at c={at} ({_median(ours['rps']):,.0f} vs "
+                f"{_median(proxy['rps']):,.0f} req/s)",
+                ratio >= ENVOY_THROUGHPUT_FACTOR,
+                command,
+                ratio,
+                note,
+            )
+        )
+    else:
+        out.append(_missing("envoy_throughput", text, command))
+
+    text = "Envoy + opsgate authorizer: p50 at c=1 no worse than the proxy's"
+    ours1, proxy1 = _row(rows, "envoy-opsgate", 1), _row(rows, "opsgate-proxy", 1)
+    if ours1 and proxy1 and _median(proxy1["p50_us"]):
+        mine, theirs = _median(ours1["p50_us"]) or 0.0, _median(proxy1["p50_us"]) or 0.0
+        out.append(
+            _target(
+                "envoy_latency",
+                text,
+                f"{mine / 1000:.2f} vs {theirs / 1000:.2f} ms ({mine / theirs:.2f}x)",
+                mine <= theirs,
+                command,
+                mine / theirs,
+            )
+        )
+    else:
+        out.append(_missing("envoy_latency", text, command))
+
+    text = (
+        f"the authorizer's own CPU per Check ≤ {AUTHORIZER_SHARE:g}x Envoy's own share of the "
+        "same row (c=64)"
+    )
+    if ours and _median(ours["cpu_us"]) and _median(ours["authorizer_cpu_us"]):
+        envoy_us = _median(ours["cpu_us"]) or 0.0
+        authz_us = _median(ours["authorizer_cpu_us"]) or 0.0
+        ratio = authz_us / envoy_us
+        out.append(
+            _target(
+                "authorizer_share",
+                text,
+                f"{ratio:.2f}x at c={at} (authorizer {authz_us:.0f} vs Envoy {envoy_us:.0f} µs)",
+                ratio <= AUTHORIZER_SHARE,
+                command,
+                ratio,
+                note,
+            )
+        )
+    else:
+        out.append(_missing("authorizer_share", text, command))
+
+    out.append(_authorizer_workers(rows, at, note, command))
+    out.append(_protocols(rows, at, note, command))
+    return out
+
+
+def _split(row: dict[str, Any]) -> str:
+    envoy_us = _median(row["cpu_us"]) or 0.0
+    authz_us = _median(row["authorizer_cpu_us"]) or 0.0
+    return f"Envoy {envoy_us:.0f} + authorizer {authz_us:.0f} = {envoy_us + authz_us:.0f} µs"
+
+
+def _authorizer_workers(
+    rows: dict[str, Any], at: int | None, note: str, command: str
+) -> dict[str, Any]:
+    """Reported, no threshold: opsgate's authorizer at --workers 1 and 2 behind one Envoy."""
+    text = "report the opsgate authorizer at --workers 1 and --workers 2"
+    one = _row(rows, "envoy-opsgate", at) if at else None
+    two = _row(rows, "envoy-opsgate-w2", at) if at else None
+    if not (one and two):
+        return _missing("authorizer_workers", text, command)
+    gain = (_median(two["rps"]) or 0.0) / (_median(one["rps"]) or 1.0)
+    return _target(
+        "authorizer_workers",
+        text,
+        f"at c={at}: N=1 {_median(one['rps']):,.0f} req/s ({_split(one)}); N=2 "
+        f"{_median(two['rps']):,.0f} req/s ({_split(two)}); {gain:.2f}x req/s",
+        None,
+        command,
+        gain,
+        note,
+    )
+
+
+def _protocols(rows: dict[str, Any], at: int | None, note: str, command: str) -> dict[str, Any]:
+    """Reported, no threshold: minimal gRPC vs HTTP authorizers; the lower sum is the floor."""
+    text = "report gRPC vs HTTP ext_authz (minimal authorizers) and which is the floor"
+    grpc_row = _row(rows, "envoy-authz-grpc", at) if at else None
+    http_row = _row(rows, "envoy-authz-http", at) if at else None
+    if not (grpc_row and http_row):
+        return _missing("extauthz_protocol", text, command)
+    sums = {
+        "gRPC": _median(grpc_row["total_cpu_us"]) or 0.0,
+        "HTTP": _median(http_row["total_cpu_us"]) or 0.0,
+    }
+    floor = min(sums, key=lambda k: sums[k])
+    other = "HTTP" if floor == "gRPC" else "gRPC"
+    return _target(
+        "extauthz_protocol",
+        text,
+        f"at c={at}: gRPC {_split(grpc_row)}, {_median(grpc_row['rps']):,.0f} req/s; HTTP "
+        f"{_split(http_row)}, {_median(http_row['rps']):,.0f} req/s; the floor is {floor} "
+        f"({sums[other] / sums[floor]:.2f}x less summed CPU than {other})",
+        None,
+        command,
+        sums["HTTP"] / sums["gRPC"] if sums["gRPC"] else None,
+        note,
+    )

@@ -174,3 +174,98 @@ def test_engines_agree_with_opsgate_when_installed(tmp_path: Path) -> None:
     casbin, _ = engines.casbin_decider(rbac, policy.role_permissions, engines.RBAC_CASES, tmp_path)
     for case in engines.RBAC_CASES:
         assert cedar(case)() == casbin(case)() == case.name.startswith("allow")
+
+
+def _envoy_row(cpu_us: float, rps: float, authorizer_us: float | None = None) -> dict[str, Any]:
+    figures = {
+        "cpu_us": stats.figure([cpu_us]),
+        "authorizer_cpu_us": stats.figure([authorizer_us] if authorizer_us else []),
+        "total_cpu_us": stats.figure([cpu_us + (authorizer_us or 0.0)]),
+        "rps": stats.figure([rps]),
+        "p50_us": stats.figure([1e6 / rps]),
+    }
+    return {"concurrency": {"1": figures, "64": figures}}
+
+
+def test_envoy_targets_are_issue_17s_ratios_within_the_phase() -> None:
+    envoy = {
+        "rows": {
+            "opsgate-proxy": _envoy_row(1000, 1000),
+            "envoy-authz-grpc": _envoy_row(250, 3000, 300),
+            "envoy-authz-http": _envoy_row(280, 2800, 200),
+            "envoy-opsgate": _envoy_row(240, 1600, 350),  # 590 µs: 0.59x; 1.6x req/s
+            "envoy-opsgate-w2": _envoy_row(250, 2000, 400),
+        }
+    }
+    found = {t["key"]: t for t in targets.envoy_targets(envoy, "python -m benchmarks --only envoy")}
+    assert found["envoy_cpu"]["passed"] is True
+    assert "Envoy 240 + authorizer 350" in found["envoy_cpu"]["measured"]
+    assert found["envoy_throughput"]["passed"] is True
+    assert found["envoy_latency"]["passed"] is True  # 1600 req/s at c=1 is a shorter p50
+    assert found["authorizer_share"]["passed"] is True  # 350 / 240 = 1.46x
+    assert found["authorizer_workers"]["passed"] is None
+    assert found["authorizer_workers"]["value"] == pytest.approx(1.25)
+    assert found["extauthz_protocol"]["passed"] is None
+    assert "the floor is HTTP" in found["extauthz_protocol"]["measured"]
+    envoy["rows"]["envoy-opsgate"] = _envoy_row(300, 1400, 500)
+    missed = {t["key"]: t for t in targets.envoy_targets(envoy, "x")}
+    assert [missed[k]["passed"] for k in ("envoy_cpu", "envoy_throughput", "authorizer_share")] == [
+        False,
+        False,
+        False,
+    ]
+    assert all(t["passed"] is None for t in targets.envoy_targets({}, "x"))  # not measured
+
+
+def test_minimal_authorizers_answer_allow() -> None:
+    from benchmarks import minimal
+
+    # CheckResponse{status: {}, ok_response: {}}: field 1 and 3, empty messages.
+    assert minimal.OK_CHECK_RESPONSE == b"\x0a\x00\x1a\x00"
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+    protocol = minimal._Http200()
+    protocol.connection_made(Transport())
+    protocol.data_received(b"POST /check HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nabc")
+    protocol.data_received(b"defgGET /check HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert b"".join(sent) == minimal.HTTP_OK * 2
+
+
+SMOKE_ENVOY = (sys.executable, "-m", "benchmarks", "--smoke", "--only", "envoy", "--no-install")
+
+
+@pytest.mark.timeout(300)
+def test_the_envoy_phase_runs_alone(tmp_path: Path) -> None:
+    from gateway.testing.envoy import envoy_available
+
+    if not envoy_available():
+        pytest.skip("no envoy binary")
+    done = subprocess.run(
+        [*SMOKE_ENVOY, "--out", str(tmp_path)],
+        cwd=REPO,
+        env=dict(os.environ, GRPC_VERBOSITY="ERROR"),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["errors"] == []
+    rows = results["envoy"]["rows"]
+    assert {"grpc-bare", "opsgate-proxy", "envoy-hop", "envoy-jwt-rbac"} <= rows.keys()
+    assert {
+        "envoy-authz-grpc",
+        "envoy-authz-http",
+        "envoy-opsgate",
+        "envoy-opsgate-w2",
+    } <= rows.keys()
+    for key, row in rows.items():
+        assert row["check_passed"], (key, row["check"])
+    assert rows["envoy-opsgate"]["concurrency"]["4"]["authorizer_cpu_us"]["median"] > 0
+    assert "## Envoy as the front end" in (tmp_path / "REPORT.md").read_text()
+    assert {t["key"] for t in results["targets"]} >= {"envoy_cpu", "extauthz_protocol"}
