@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.envoy.settings import PARTIAL_BODY_HEADER
-from gateway.errors import (
-    INTERNAL_MESSAGE,
-    Internal,
-    InvalidArgument,
-    ResourceExhausted,
-    Unimplemented,
-)
-
-FRAME_HEADER_BYTES = 5  # the compressed flag, then the message's length (4 bytes, big-endian)
+from gateway.envoy.settings import FRAME_HEADER_BYTES, PARTIAL_BODY_HEADER
+from gateway.errors import InvalidArgument, ResourceExhausted, Unimplemented
 
 
 def body_too_large(limit: int) -> ResourceExhausted:
@@ -30,22 +22,15 @@ def body_too_large(limit: int) -> ResourceExhausted:
     )
 
 
-def request_message(
-    body: bytes, headers: Mapping[str, str], limit: int, *, as_text: bool = False
-) -> bytes:
+def request_message(body: bytes, headers: Mapping[str, str], limit: int) -> bytes:
     """The serialized request message of a unary gRPC call's body; raises what to refuse with.
 
-    `as_text`: Envoy sent the body as a UTF-8 string (with_request_body without pack_as_bytes),
-    which cannot carry a protobuf message intact: refused, never guessed at.
+    Without pack_as_bytes (Envoy Gateway cannot set it) Envoy copies the body into the Check's
+    `body` string instead of `raw_body`; protos.py declares that field as bytes, so the frame
+    arrives as Envoy copied it, and the checks here hold for it alike.
     """
     if headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":
         raise body_too_large(limit)
-    if as_text:
-        raise Internal(
-            INTERNAL_MESSAGE,
-            reason="ENVOY_BODY_AS_TEXT",
-            log_detail="Envoy sent the request body as text: set with_request_body.pack_as_bytes",
-        )
     if len(body) < FRAME_HEADER_BYTES:
         raise _not_one_message(f"{len(body)} bytes, shorter than a gRPC frame header")
     compressed = body[0]

@@ -19,8 +19,12 @@ from gateway.config import ServerTls, Settings, UpstreamTls, load_settings
 from gateway.envoy.descriptors import descriptor_bin
 from gateway.envoy.settings import (
     CALL_ID_KEY,
+    DOOR_KEY,
+    FRAME_HEADER_BYTES,
+    GRPC_DOOR,
     LOGGED_RESPONSE_HEADERS,
     METADATA_NAMESPACE,
+    REST_DOOR,
     EnvoySettings,
 )
 from gateway.errors import ConfigError
@@ -38,9 +42,6 @@ EXT_AUTHZ = METADATA_NAMESPACE
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 # The context each listener hands the authorizer with every Check: which door the call came in
 # by, so a refusal is shaped as that door answers (grpc-status headers, or Google's JSON error).
-DOOR_KEY = "opsgate_door"
-GRPC_DOOR = "grpc"
-REST_DOOR = "rest"
 
 _TYPE = "type.googleapis.com/"
 _HCM = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -331,7 +332,8 @@ def _ext_authz(plan: _Plan) -> dict[str, Any]:
             # The request message is what names the resource: the authorizer gets the body,
             # whole or marked partial (which it refuses), as raw bytes.
             "with_request_body": {
-                "max_request_bytes": plan.envoy.max_body_bytes,
+                # The limit is the message's; Envoy counts the frame header too.
+                "max_request_bytes": plan.envoy.max_body_bytes + FRAME_HEADER_BYTES,
                 "allow_partial_message": False,
                 "pack_as_bytes": True,
             },
@@ -378,16 +380,25 @@ def _access_log(plan: _Plan) -> dict[str, Any]:
     logged = list(LOGGED_RESPONSE_HEADERS)
     return {
         "name": "envoy.access_loggers.http_grpc",
-        # Only calls the authorizer let through carry the call id; refused ones were recorded
-        # at Check time, so their entries would be dropped unread.
+        # Calls the authorizer let through carry the call id: their entries end their records.
+        # Calls ext_authz refused (UAEX) are sent too, for those Envoy refused because it could
+        # not reach the authorizer: opsgate never saw them and records them from this entry
+        # (its own refusals were recorded at Check time; their entries are dropped unread).
         "filter": {
-            "metadata_filter": {
-                "matcher": {
-                    "filter": METADATA_NAMESPACE,
-                    "path": [{"key": CALL_ID_KEY}],
-                    "value": {"present_match": True},
-                },
-                "match_if_key_not_found": False,
+            "or_filter": {
+                "filters": [
+                    {
+                        "metadata_filter": {
+                            "matcher": {
+                                "filter": METADATA_NAMESPACE,
+                                "path": [{"key": CALL_ID_KEY}],
+                                "value": {"present_match": True},
+                            },
+                            "match_if_key_not_found": False,
+                        }
+                    },
+                    {"response_flag_filter": {"flags": ["UAEX"]}},
+                ]
             }
         },
         "typed_config": {

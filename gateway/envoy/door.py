@@ -35,7 +35,13 @@ from gateway.envoy.protos import (
     StreamAccessLogsMessage,
     StreamAccessLogsResponse,
 )
-from gateway.envoy.settings import CALL_ID_KEY, METADATA_NAMESPACE, EnvoySettings
+from gateway.envoy.settings import (
+    CALL_ID_KEY,
+    DOOR_KEY,
+    METADATA_NAMESPACE,
+    REST_DOOR,
+    EnvoySettings,
+)
 from gateway.errors import CallFailure
 from gateway.outcome import CallOutcome
 from gateway.pipeline import Pipeline
@@ -48,8 +54,6 @@ log = logging.getLogger("opsgate.envoy")
 AUTHORIZER_FAILED = "ext_authz_error"
 AUTHORIZER_UNREACHABLE_REASON = "AUTHORIZER_UNREACHABLE"
 AUTHORIZER_UNREACHABLE_MESSAGE = "Envoy could not reach the authorizer and refused the call."
-DOOR_KEY = "opsgate_door"  # context_extensions key the generated config sets per listener
-REST_DOOR = "rest"
 
 
 class EnvoyTransport:
@@ -196,12 +200,11 @@ class EnvoyDoor:
             # default, not health checks, not other services, not plain HTTP.
             response = answers.refused(call, self._runner.not_found(call), rest)
             return bytes(response.SerializeToString())
-        body = http.raw_body
-        as_text = not body and bool(http.body)
+        body = http.raw_body or http.body  # `body` without pack_as_bytes (see body.py)
         limit = self._settings.max_body_bytes
 
         def take_body(call: Call) -> None:
-            call.payload = request_message(body, headers, limit, as_text=as_text)
+            call.payload = request_message(body, headers, limit)
 
         async def allow(call: Call) -> Any:
             return answers.allowed(call, caller_header_names(headers))

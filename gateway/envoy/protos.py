@@ -87,7 +87,9 @@ MESSAGES: dict[str, tuple[FieldSpec, ...]] = {
         ("query", 7, "string", ""),
         ("size", 9, "int64", ""),
         ("protocol", 10, "string", ""),
-        ("body", 11, "string", ""),
+        # A string in Envoy's API, but filled with the body's bytes as they are (without
+        # pack_as_bytes): bytes here, so a frame that is not UTF-8 still reads.
+        ("body", 11, "bytes", ""),
         ("raw_body", 12, "bytes", ""),
         ("header_map", 13, "envoy.config.core.v3.HeaderMap", ""),
     ),

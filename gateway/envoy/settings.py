@@ -11,6 +11,13 @@ from gateway.configschema import KiB, check_positive, doc
 # it from the authorizer's answer only, never from anything the caller sent.
 METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
 CALL_ID_KEY = "opsgate_call_id"
+# Which of Envoy's listeners a call came in by: the generated config sets it per route, as
+# ext_authz context_extensions, so the authorizer answers REST callers with Google's JSON error.
+DOOR_KEY = "opsgate_door"
+GRPC_DOOR = "grpc"
+REST_DOOR = "rest"
+# Envoy counts the gRPC frame's 5-byte header against with_request_body.max_request_bytes.
+FRAME_HEADER_BYTES = 5
 # Envoy marks a body it had to cut at max_request_bytes; such a body is never decided on.
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # What Envoy's access log must carry for the record's final status (gRPC: trailers, or headers
@@ -26,7 +33,7 @@ class EnvoySettings:
     max_body_bytes: int = field(
         default=64 * KiB,
         metadata=doc(
-            "largest request body decided on; Envoy's with_request_body.max_request_bytes",
+            "largest request message decided on (Envoy buffers it and its 5-byte frame header)",
             check_positive,
         ),
     )

@@ -259,3 +259,37 @@ def test_authorizer_restarted_mid_load(
         # Calls Envoy refused while opsgate was down are answered UNAVAILABLE by Envoy itself.
         assert {s.code for s in seen} >= {"OK", "PERMISSION_DENIED"}
         assert len(records) >= len([s for s in seen if s.request_id is not None])
+
+
+def test_calls_envoy_refuses_without_an_authorizer_are_recorded_from_its_log(
+    loop: LoopThread, identity: Identity, tmp_path: Path
+) -> None:
+    """Envoy cannot reach the authorizer it asks (a dead port) but its access log still reaches
+    opsgate: each call Envoy refused (UNAVAILABLE, failing closed) is recorded all the same."""
+    with world(loop, identity, tmp_path) as running:
+        dead = f"127.0.0.1:{free_port()}"
+        layout = EnvoyLayout(
+            listen="127.0.0.1:0",
+            upstream=running.upstream.address,
+            authorizer=dead,
+            admin="127.0.0.1:0",
+            longest_call_s=2.0,
+        )
+        settings = load_settings(running.settings_path)
+        bootstrap = access_log_via(render_bootstrap(settings, layout), running.gateway.address)
+        before = len(running.sink.outcomes())
+        with envoy_process(bootstrap, name="envoy-no-authorizer") as envoy:
+            running.envoy = envoy
+            seen = [one_call(running, ALICE, DONE_OPERATION) for _ in range(5)]
+            assert {s.code for s in seen} == {"UNAVAILABLE"}
+            deadline = time.monotonic() + 10
+            while len(running.sink.outcomes()) < before + 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        unreached = running.sink.outcomes()[before:]
+        assert len(unreached) == 5
+        for record in unreached:
+            assert record.code is StatusCode.UNAVAILABLE
+            assert record.reason == "AUTHORIZER_UNREACHABLE"
+            assert record.call.method == "/google.longrunning.Operations/GetOperation"
+            assert record.call.principal is None  # nobody checked the token
+            assert record.call.peer == "127.0.0.1"

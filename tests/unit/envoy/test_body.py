@@ -70,10 +70,3 @@ def test_every_other_body_is_refused(
         request_message(body, headers, LIMIT)
     assert (refused.value.code, refused.value.reason) == (code, reason)
     assert refused.value.message  # a sentence the caller can act on
-
-
-def test_a_body_sent_as_text_is_refused_as_a_configuration_error() -> None:
-    """Without pack_as_bytes Envoy sends a UTF-8 string: a protobuf message does not survive it."""
-    with pytest.raises(CallFailure) as refused:
-        request_message(b"", {}, LIMIT, as_text=True)
-    assert (refused.value.code, refused.value.reason) == (StatusCode.INTERNAL, "ENVOY_BODY_AS_TEXT")

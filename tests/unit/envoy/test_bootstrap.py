@@ -16,11 +16,8 @@ from google.protobuf import descriptor_pb2
 from gateway.config import ServerTls, Settings, UpstreamTls, load_settings
 from gateway.envoy.bootstrap import (
     AUTHORIZER_CLUSTER,
-    DOOR_KEY,
     EXT_AUTHZ,
-    GRPC_DOOR,
     GRPC_LISTENER,
-    REST_DOOR,
     REST_LISTENER,
     TRANSCODER,
     UPSTREAM_CLUSTER,
@@ -29,7 +26,14 @@ from gateway.envoy.bootstrap import (
     to_yaml,
 )
 from gateway.envoy.descriptors import OPERATIONS_FILE
-from gateway.envoy.settings import CALL_ID_KEY, LOGGED_RESPONSE_HEADERS, METADATA_NAMESPACE
+from gateway.envoy.settings import (
+    CALL_ID_KEY,
+    DOOR_KEY,
+    GRPC_DOOR,
+    LOGGED_RESPONSE_HEADERS,
+    METADATA_NAMESPACE,
+    REST_DOOR,
+)
 from gateway.errors import ConfigError
 from gateway.profile import ServiceProfile, load_profile
 from gateway.routing import SERVICE, SERVICE_PREFIX
@@ -122,7 +126,7 @@ def test_every_listener_fails_closed_and_sends_the_whole_body(
     assert authz["grpc_service"]["envoy_grpc"] == {"cluster_name": AUTHORIZER_CLUSTER}
     assert authz["grpc_service"]["timeout"] == "2s"
     assert authz["with_request_body"] == {
-        "max_request_bytes": 12345,
+        "max_request_bytes": 12345 + 5,  # the message's limit plus the frame header
         "allow_partial_message": False,
         "pack_as_bytes": True,
     }
@@ -237,10 +241,12 @@ def test_the_access_log_reports_allowed_calls_endings_to_opsgate(
     assert config["common_config"]["transport_api_version"] == "V3"
     assert config["additional_response_headers_to_log"] == list(LOGGED_RESPONSE_HEADERS)
     assert config["additional_response_trailers_to_log"] == list(LOGGED_RESPONSE_HEADERS)
-    matcher = log["filter"]["metadata_filter"]
+    allowed, refused_by_ext_authz = log["filter"]["or_filter"]["filters"]
+    matcher = allowed["metadata_filter"]
     assert matcher["matcher"]["filter"] == METADATA_NAMESPACE
     assert matcher["matcher"]["path"] == [{"key": CALL_ID_KEY}]
     assert matcher["match_if_key_not_found"] is False
+    assert refused_by_ext_authz == {"response_flag_filter": {"flags": ["UAEX"]}}
 
 
 def test_both_clusters_speak_http2_and_are_health_checked(tmp_path: Path) -> None:
@@ -255,13 +261,6 @@ def test_both_clusters_speak_http2_and_are_health_checked(tmp_path: Path) -> Non
     authorizer = _cluster(bootstrap, AUTHORIZER_CLUSTER)["load_assignment"]["endpoints"][0]
     address = authorizer["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert address == {"address": "127.0.0.1", "port_value": 9000}
-
-
-def test_the_door_reads_the_context_the_bootstrap_sets() -> None:
-    from gateway.envoy import door
-
-    assert door.DOOR_KEY == DOOR_KEY
-    assert door.REST_DOOR == REST_DOOR
 
 
 # --- refusals ----------------------------------------------------------------------------------
