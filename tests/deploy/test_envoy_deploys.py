@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from gateway.config import Settings, load_settings
-from gateway.envoy.settings import LOGGED_RESPONSE_HEADERS
+from gateway.envoy.settings import FRAME_HEADER_BYTES, LOGGED_RESPONSE_HEADERS
 from gateway.policy.loader import load_policy
 from gateway.profile import load_profile
 from gateway.testing.envoy import envoy_available, validate
@@ -193,7 +193,7 @@ def test_istio_asks_opsgate_about_every_call_and_fails_closed(tmp_path: Path) ->
     assert authz["failOpen"] is False
     assert authz["statusOnError"] == "503"
     assert authz["includeRequestBodyInCheck"] == {
-        "maxRequestBytes": settings.envoy.max_body_bytes,
+        "maxRequestBytes": settings.envoy.max_body_bytes + FRAME_HEADER_BYTES,
         "allowPartialMessage": False,
         "packAsBytes": True,
     }
@@ -249,7 +249,9 @@ def test_envoy_gateway_checks_the_route_with_opsgate_and_logs_to_it(tmp_path: Pa
     ]
     ext = policy["extAuth"]
     assert ext["grpc"]["backendRefs"] == [{"name": "opsgate", "port": _grpc_port(objects)}]
-    assert ext["bodyToExtAuth"] == {"maxRequestBytes": settings.envoy.max_body_bytes}
+    assert ext["bodyToExtAuth"] == {
+        "maxRequestBytes": settings.envoy.max_body_bytes + FRAME_HEADER_BYTES
+    }
     assert ext["failOpen"] is False
     proxy = gateway["infrastructure"]["parametersRef"]
     assert proxy["kind"] == "EnvoyProxy"
