@@ -385,3 +385,39 @@ def test_client_certificate_identities_from_envoys_peer_certificate(
             "serviceAccount:ci-deployer@acme-prod.iam.gserviceaccount.com"
         )
         assert get_as(pki.others[0]) == "UNAUTHENTICATED"  # verified, but mapped to no one
+
+
+def test_a_body_sent_without_pack_as_bytes_is_decided_the_same(behind: EnvoyStack) -> None:
+    """Envoy Gateway cannot ask for pack_as_bytes: Envoy then puts the body in the Check's
+    `body` string, replacing bytes that are not UTF-8. A short message survives and is decided
+    as ever; one of 128 bytes or more (its frame's length byte is not UTF-8) arrives altered,
+    and is refused, never decided on."""
+    bootstrap = bootstrap_for(behind.own)
+    for listener in bootstrap["static_resources"]["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for http_filter in manager["http_filters"]:
+            body = http_filter["typed_config"].get("with_request_body")
+            if body is not None:
+                body["pack_as_bytes"] = False
+    long_name = f"{ACME_PROD_US}/operations/{'7' * 200}"
+    with envoy_process(bootstrap, name="envoy-text-body") as envoy:
+        channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
+        with channel:
+            stub = operations_pb2_grpc.OperationsStub(channel)
+
+            def get(who: Who, name: str) -> str:
+                try:
+                    stub.GetOperation(
+                        operations_pb2.GetOperationRequest(name=name),
+                        metadata=[("authorization", f"Bearer {token(behind, who)}")],
+                        timeout=10,
+                    )
+                except grpc.RpcError as err:
+                    return str(err.code().name)
+                return OK
+
+            assert get(ALICE, DONE_OPERATION) == OK
+            assert get(STRANGER, DONE_OPERATION) == "PERMISSION_DENIED"
+            before = len(behind.own.upstream.calls())
+            assert get(ALICE, long_name) == "INVALID_ARGUMENT"
+            assert len(behind.own.upstream.calls()) == before
