@@ -17,6 +17,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import ServerTls, Settings, UpstreamTls, load_settings
 from gateway.envoy.descriptors import descriptor_bin
+from gateway.envoy.google_errors import google_errors_filter
 from gateway.envoy.settings import (
     CALL_ID_KEY,
     DOOR_KEY,
@@ -265,6 +266,8 @@ def _connection_manager(plan: _Plan, name: str, door: str) -> dict[str, Any]:
     if door == REST_DOOR:
         # Before ext_authz: the authorizer decides on the gRPC frame the upstream will decode.
         filters.insert(0, _transcoder(plan))
+        # First, so last on the way out: the upstream's errors as Google's JSON error.
+        filters.insert(0, google_errors_filter())
     return {
         "@type": _HCM,
         "stat_prefix": name,

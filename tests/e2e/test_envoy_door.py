@@ -211,8 +211,10 @@ def test_rest_behind_envoy_answers_as_the_rest_door(
         assert reply.status == 404
         return
     assert reply.status == own.status == HTTP_STATUS[StatusCode[expected]], reply.body
-    if expected not in (OK, NOT_FOUND):  # refused by opsgate: its own words, byte for byte
+    if expected != OK:  # refused by opsgate, or the upstream's error: the same JSON error
         assert _without_ids(reply.body) == _without_ids(own.body)
+        assert reply.headers["content-type"] == "application/json; charset=utf-8"
+    assert not [key for key in reply.headers if key.lower().startswith("grpc-")]
 
 
 @pytest.mark.parametrize(

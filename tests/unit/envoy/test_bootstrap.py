@@ -176,10 +176,17 @@ def test_no_call_outlives_the_wait_for_its_access_log_entry(tmp_path: Path) -> N
 
 
 def test_the_transcoder_runs_before_ext_authz_on_the_rest_listener_only(tmp_path: Path) -> None:
+    """On the REST listener the Lua filter comes first, so it is the last on the way out: it
+    turns the transcoder's rendering of an upstream error into Google's JSON error."""
     listeners = _listeners(render_bootstrap(_settings(tmp_path), LAYOUT))
     rest = [f["name"] for f in _manager(listeners[REST_LISTENER])["http_filters"]]
     grpc = [f["name"] for f in _manager(listeners[GRPC_LISTENER])["http_filters"]]
-    assert rest == [TRANSCODER, EXT_AUTHZ, "envoy.filters.http.router"]
+    assert rest == [
+        "envoy.filters.http.lua",
+        TRANSCODER,
+        EXT_AUTHZ,
+        "envoy.filters.http.router",
+    ]
     assert grpc == [EXT_AUTHZ, "envoy.filters.http.router"]
     transcoder = _filter(_manager(listeners[REST_LISTENER]), TRANSCODER)
     assert transcoder["services"] == [SERVICE]
