@@ -1,29 +1,53 @@
-"""What the authorizer answers Envoy: let the call through with the gateway's headers, or refuse it
-with exactly the status, message and details opsgate's own door would have answered."""
+"""What the authorizer answers Envoy, whichever ext_authz protocol asked: let the call through with
+the gateway's headers, or refuse it with exactly what opsgate's own door would have answered.
+
+The answers are protocol-neutral values; the gRPC Check (door.py) and the HTTP check
+(http_check.py) each render them in their own terms.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from gateway.call import Call
-from gateway.envoy.protos import CheckResponse
-from gateway.envoy.settings import CALL_ID_KEY
-from gateway.errors import STATUS_DETAILS_KEY, CallFailure
+from gateway.errors import STATUS_DETAILS_KEY, CallFailure, StatusCode
 from gateway.headers import REQUEST_ID_KEY, GatewayHeaders
 from gateway.rest.status import failure_answer
 from gateway.upstream.forwarder import header_safe
 
-OVERWRITE_IF_EXISTS_OR_ADD = 2  # envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
 CREDENTIAL_HEADER = "authorization"
 GRPC_CONTENT_TYPE = "application/grpc"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the call through: headers Envoy sets on (and removes from) the upstream request, the
+    headers for the caller's answer, and the key that will join Envoy's access-log entry."""
+
+    upstream_set: Headers
+    upstream_removed: tuple[str, ...]
+    to_caller: Headers
+    join_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse the call: the status, headers and body Envoy answers the caller with."""
+
+    code: StatusCode
+    http_status: int
+    headers: Headers
+    body: str
 
 
 class Answers:
-    """Builds the CheckResponse for one configured gateway (its identity header, whether the
-    caller's credential travels on). Both answers carry the gateway's request id."""
+    """Builds the answers for one configured gateway (its identity header, whether the caller's
+    credential travels on). Both answers carry the gateway's request id."""
 
     def __init__(
         self,
@@ -36,45 +60,38 @@ class Answers:
         self._identity_header = identity_header.lower() if identity_header else None
         self._removed = _removals(GatewayHeaders(identity_header).smuggled, forward_authorization)
 
-    def allowed(self, call: Call, caller_headers: Iterable[str]) -> Any:
-        """Let the call through: every caller copy of a header the gateway sets (and the
-        credential, unless forwarded) removed, the verified identity set, the call id handed to
-        Envoy for the access-log entry that will end the call's record."""
-        response = CheckResponse()
-        ok = response.ok_response
+    def allowed(self, call: Call, caller_headers: Iterable[str]) -> Allow:
+        """Every caller copy of a header the gateway sets (and the credential, unless
+        forwarded) removed, the verified identity set, the call's join key handed to Envoy."""
         identity = self._identity_header
         principal = call.principal
-        setting_identity = identity is not None and principal is not None
+        setting = identity is not None and principal is not None
         removed = self._removed
-        ok.headers_to_remove.extend(
-            key
-            for key in caller_headers
-            if removed(key) and not (setting_identity and key == identity)
+        upstream_removed = tuple(
+            key for key in caller_headers if removed(key) and not (setting and key == identity)
         )
-        if setting_identity and principal is not None and identity is not None:
-            _set(ok.headers.add(), identity, header_safe(principal.member))
-        _set(ok.response_headers_to_add.add(), REQUEST_ID_KEY, call.request_id)
-        response.dynamic_metadata.fields[CALL_ID_KEY].string_value = self._join_key(call.request_id)
-        return response
+        upstream_set: Headers = ()
+        if identity is not None and principal is not None:
+            upstream_set = ((identity, header_safe(principal.member)),)
+        return Allow(
+            upstream_set,
+            upstream_removed,
+            ((REQUEST_ID_KEY, call.request_id),),
+            self._join_key(call.request_id),
+        )
 
-    def refused(self, call: Call, failure: CallFailure, rest: bool) -> Any:
-        """Refuse the call as opsgate's own door would: a gRPC status in headers (a
-        trailers-only answer, which Envoy relays as is), or Google's JSON error for REST."""
-        response = CheckResponse()
-        response.status.code = int(failure.code)
-        denied = response.denied_response
+    def refused(self, call: Call, failure: CallFailure, rest: bool) -> Refuse:
+        """As opsgate's own door would: a gRPC status in headers (a trailers-only answer, which
+        Envoy relays as is), or Google's JSON error for REST."""
         if rest:
-            status, headers, body = failure_answer(failure)
-            denied.status.code = status
-            denied.body = json.dumps(body, indent=2)
-            headers = {**headers, "content-type": "application/json; charset=utf-8"}
+            status, extra, body = failure_answer(failure)
+            headers = {key.lower(): value for key, value in extra.items()}
+            headers["content-type"] = JSON_CONTENT_TYPE
+            text = json.dumps(body, indent=2)
         else:
-            denied.status.code = 200
-            headers = _grpc_status_headers(failure)
+            status, headers, text = 200, _grpc_status_headers(failure), ""
         headers[REQUEST_ID_KEY] = call.request_id
-        for key, value in headers.items():
-            _set(denied.headers.add(), key.lower(), value)
-        return response
+        return Refuse(failure.code, status, tuple(headers.items()), text)
 
 
 def _grpc_status_headers(failure: CallFailure) -> dict[str, str]:
@@ -90,12 +107,6 @@ def _grpc_status_headers(failure: CallFailure) -> dict[str, str]:
     return headers
 
 
-def _set(option: Any, key: str, value: str) -> None:
-    option.header.key = key
-    option.header.value = value
-    option.append_action = OVERWRITE_IF_EXISTS_OR_ADD
-
-
 def _removals(
     smuggled: Callable[[str], bool], forward_authorization: bool
 ) -> Callable[[str], bool]:
@@ -108,5 +119,5 @@ def _removals(
 
 
 def caller_header_names(headers: Mapping[str, str]) -> Iterable[str]:
-    """The caller's header names in a Check's header map (Envoy's pseudo-headers left out)."""
+    """The caller's header names in a check's header map (Envoy's pseudo-headers left out)."""
     return (key for key in headers if not key.startswith(":"))

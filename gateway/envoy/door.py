@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from gateway.authn.certificates import PEM_KEY
 from gateway.authn.settings import AuthnSettings
 from gateway.call import Call, new_call, request_id_prefix
-from gateway.envoy.answers import Answers, caller_header_names
+from gateway.envoy.answers import Allow, Answers, Refuse, caller_header_names
 from gateway.envoy.body import request_message
 from gateway.envoy.completion import CompletionJoin, ending_of, join_key_of
 from gateway.envoy.handoff import Handoff
@@ -31,6 +31,7 @@ from gateway.envoy.protos import (
     ACCESS_LOG_METHOD,
     CHECK_METHOD,
     CheckRequest,
+    CheckResponse,
     HTTPAccessLogEntry,
     StreamAccessLogsMessage,
     StreamAccessLogsResponse,
@@ -57,19 +58,27 @@ AUTHORIZER_UNREACHABLE_MESSAGE = "Envoy could not reach the authorizer and refus
 
 
 class EnvoyTransport:
-    """The connection Envoy saw (its downstream peer and certificate) and the Check's own
+    """The connection Envoy saw (its downstream peer and certificate) and the check's own
     deadline and cancellation, as the stages ask for them (the Transport)."""
 
-    __slots__ = ("_context", "_peer", "_pem", "rest")
+    __slots__ = ("_cancelled", "_peer", "_pem", "_remaining", "rest")
 
-    def __init__(self, context: grpc.aio.ServicerContext, peer: Any, rest: bool) -> None:
-        self._context = context
+    def __init__(
+        self,
+        peer: str | None,
+        pem: bytes,
+        rest: bool,
+        remaining: Callable[[], float | None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        self._peer = peer
+        # Envoy sends the downstream's certificate only when the TLS handshake presented one;
+        # it is a verified identity only if that listener verifies client certificates (the
+        # generated config does when client certificates are configured).
+        self._pem = pem
         self.rest = rest  # the call came in by the REST listener
-        self._peer = _grpc_peer(peer.address)
-        # Envoy sends the downstream's certificate only when the TLS handshake presented one,
-        # URL-encoded; it is a verified identity only if that listener verifies client
-        # certificates (the generated config does when client certificates are configured).
-        self._pem = urllib.parse.unquote(peer.certificate).encode() if peer.certificate else b""
+        self._remaining = remaining
+        self._cancelled = cancelled
 
     def peer(self) -> str | None:
         return self._peer
@@ -78,11 +87,10 @@ class EnvoyTransport:
         return {PEM_KEY: (self._pem,)} if self._pem else {}
 
     def time_remaining(self) -> float | None:
-        remaining: float | None = self._context.time_remaining()
-        return remaining
+        return self._remaining()
 
     def cancelled(self) -> bool:
-        return bool(self._context.cancelled())
+        return self._cancelled()
 
 
 class LoggedTransport:
@@ -185,35 +193,53 @@ class EnvoyDoor:
             ),
         )
 
-    async def check(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        attributes = CheckRequest.FromString(request).attributes
-        http = attributes.request.http
-        headers = http.headers
-        rest = attributes.context_extensions.get(DOOR_KEY) == REST_DOOR
-        method = http.path.partition("?")[0]
+    async def decide(
+        self,
+        path: str,
+        verb: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        transport: EnvoyTransport,
+    ) -> Allow | Refuse:
+        """One check, whichever protocol Envoy asked it in: the call through the pipeline's
+        stages, and the answer to give Envoy."""
+        method = path.partition("?")[0]
         metadata = tuple((key, value) for key, value in headers.items() if key[0] != ":")
-        transport = EnvoyTransport(context, attributes.source, rest)
         call = new_call(method, metadata, transport, None)
         answers = self._answers
-        if not _is_grpc(http.method, headers) or not _served(method):
+        rest = transport.rest
+        if not _is_grpc(verb, headers) or not _served(method):
             # As the proxy answers a method nobody serves: nothing behind Envoy is allowed by
             # default, not health checks, not other services, not plain HTTP.
-            response = answers.refused(call, self._runner.not_found(call), rest)
-            return bytes(response.SerializeToString())
-        body = http.raw_body or http.body  # `body` without pack_as_bytes (see body.py)
+            return answers.refused(call, self._runner.not_found(call), rest)
         limit = self._settings.max_body_bytes
 
         def take_body(call: Call) -> None:
             call.payload = request_message(body, headers, limit)
 
-        async def allow(call: Call) -> Any:
+        async def allow(call: Call) -> Allow:
             return answers.allowed(call, caller_header_names(headers))
 
         try:
-            response = await self._runner.run(call, (take_body, *self._runner.steps(method)), allow)
+            return await self._runner.run(call, (take_body, *self._runner.steps(method)), allow)
         except CallFailure as failure:
-            response = answers.refused(call, failure, rest)
-        return bytes(response.SerializeToString())
+            return answers.refused(call, failure, rest)
+
+    async def check(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """envoy.service.auth.v3.Authorization/Check."""
+        attributes = CheckRequest.FromString(request).attributes
+        http = attributes.request.http
+        source = attributes.source
+        transport = EnvoyTransport(
+            _grpc_peer(source.address),
+            urllib.parse.unquote(source.certificate).encode() if source.certificate else b"",
+            attributes.context_extensions.get(DOOR_KEY) == REST_DOOR,
+            context.time_remaining,
+            context.cancelled,
+        )
+        body = http.raw_body or http.body  # `body` without pack_as_bytes (see body.py)
+        answer = await self.decide(http.path, http.method, http.headers, body, transport)
+        return bytes(check_response(answer).SerializeToString())
 
     async def access_logs(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
         """One of Envoy's access-log streams: each entry ends the record of the call it names."""
@@ -267,6 +293,35 @@ class EnvoyDoor:
             self._join.complete(key, HTTPAccessLogEntry.FromString(entry))
         except DecodeError:
             log.warning("unreadable access-log entry handed over for request_id=%s", key[:32])
+
+
+OVERWRITE_IF_EXISTS_OR_ADD = 2  # envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
+
+
+def check_response(answer: Allow | Refuse) -> Any:
+    """The gRPC protocol's CheckResponse for an answer."""
+    response = CheckResponse()
+    if isinstance(answer, Allow):
+        ok = response.ok_response
+        _set(ok.headers, answer.upstream_set)
+        ok.headers_to_remove.extend(answer.upstream_removed)
+        _set(ok.response_headers_to_add, answer.to_caller)
+        response.dynamic_metadata.fields[CALL_ID_KEY].string_value = answer.join_key
+        return response
+    response.status.code = int(answer.code)
+    denied = response.denied_response
+    denied.status.code = answer.http_status
+    denied.body = answer.body
+    _set(denied.headers, answer.headers)
+    return response
+
+
+def _set(options: Any, headers: Iterable[tuple[str, str]]) -> None:
+    for key, value in headers:
+        option = options.add()
+        option.header.key = key
+        option.header.value = value
+        option.append_action = OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def _transcoded(outcome: CallOutcome) -> bool:

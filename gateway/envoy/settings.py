@@ -10,7 +10,7 @@ from gateway.configschema import KiB, check_positive, doc
 # the id that joins a Check to the access-log entry Envoy writes when the call ends. Envoy sets
 # it from the authorizer's answer only, never from anything the caller sent.
 METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
-CALL_ID_KEY = "opsgate_call_id"
+CALL_ID_KEY = "x-opsgate-call-key"  # also the HTTP answer's header Envoy turns into metadata
 # Which of Envoy's listeners a call came in by: the generated config sets it per route, as
 # ext_authz context_extensions, so the authorizer answers REST callers with Google's JSON error.
 DOOR_KEY = "opsgate_door"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from google.rpc import status_pb2
 
 from gateway.authn.principal import Principal
-from gateway.envoy.answers import Answers
+from gateway.envoy.answers import Allow, Answers, Refuse
 from gateway.envoy.completion import JoinKeys
+from gateway.envoy.door import check_response
 from gateway.errors import STATUS_DETAILS_KEY, CallFailure, PermissionDenied, Unauthenticated
 from gateway.rest.status import failure_answer
 from tests.support.calls import a_call
@@ -26,6 +28,11 @@ def principal(member: str) -> Principal:
 
 def headers_of(options: object) -> dict[str, str]:
     return {option.header.key: option.header.value for option in options}  # type: ignore[attr-defined]
+
+
+def check_response_of(answer: Allow | Refuse) -> Any:
+    """The answer as the gRPC protocol's CheckResponse sends it (what Envoy reads)."""
+    return check_response(answer)
 
 
 CALLER_HEADERS = [
@@ -57,7 +64,7 @@ def test_allowed_sets_the_identity_and_removes_every_caller_copy(
     )
     call = a_call(GET)
     call.principal = principal("user:alice@acme.example")
-    response = answers.allowed(call, CALLER_HEADERS)
+    response = check_response_of(answers.allowed(call, CALLER_HEADERS))
     ok = response.ok_response
     removed = set(ok.headers_to_remove)
     assert removed == {
@@ -70,23 +77,23 @@ def test_allowed_sets_the_identity_and_removes_every_caller_copy(
     assert headers_of(ok.headers) == {IDENTITY: "user:alice@acme.example"}
     assert all(option.append_action == 2 for option in ok.headers)  # overwrite, never append
     assert headers_of(ok.response_headers_to_add) == {"x-request-id": call.request_id}
-    key = response.dynamic_metadata.fields["opsgate_call_id"].string_value
+    key = response.dynamic_metadata.fields["x-opsgate-call-key"].string_value
     assert answers_keys.call_id(key) == call.request_id
     assert response.status.code == 0
 
 
 def test_anonymous_allowed_call_has_the_identity_header_removed() -> None:
     answers = Answers(identity_header=IDENTITY, forward_authorization=False)
-    response = answers.allowed(a_call(GET), [IDENTITY])
-    assert list(response.ok_response.headers_to_remove) == [IDENTITY]
-    assert not response.ok_response.headers
+    allow = answers.allowed(a_call(GET), [IDENTITY])
+    assert allow.upstream_removed == (IDENTITY,)
+    assert allow.upstream_set == ()
 
 
 def test_identity_is_percent_encoded_like_the_proxy_sends_it() -> None:
     answers = Answers(identity_header=IDENTITY, forward_authorization=False)
     call = a_call(GET)
     call.principal = principal("user:zoë@acme.example\r\nx-evil: 1")
-    value = headers_of(answers.allowed(call, []).ok_response.headers)[IDENTITY]
+    value = dict(answers.allowed(call, []).upstream_set)[IDENTITY]
     assert value.isascii() and "\r" not in value and "\n" not in value
 
 
@@ -103,8 +110,10 @@ FAILURES: list[CallFailure] = [
 @pytest.mark.parametrize("failure", FAILURES, ids=["denied", "unauthenticated"])
 def test_grpc_refusal_carries_the_proxys_status(failure: CallFailure) -> None:
     call = a_call(GET)
-    response = Answers(identity_header=IDENTITY, forward_authorization=False).refused(
-        call, failure, rest=False
+    response = check_response_of(
+        Answers(identity_header=IDENTITY, forward_authorization=False).refused(
+            call, failure, rest=False
+        )
     )
     denied = response.denied_response
     headers = headers_of(denied.headers)
@@ -125,8 +134,10 @@ def test_grpc_refusal_carries_the_proxys_status(failure: CallFailure) -> None:
 @pytest.mark.parametrize("failure", FAILURES, ids=["denied", "unauthenticated"])
 def test_rest_refusal_is_the_rest_doors_answer(failure: CallFailure) -> None:
     call = a_call(GET)
-    response = Answers(identity_header=IDENTITY, forward_authorization=False).refused(
-        call, failure, rest=True
+    response = check_response_of(
+        Answers(identity_header=IDENTITY, forward_authorization=False).refused(
+            call, failure, rest=True
+        )
     )
     status, headers, body = failure_answer(failure)
     denied = response.denied_response
