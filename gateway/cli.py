@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--rest-listen", "Envoy's REST/JSON listener HOST:PORT (default: none)"),
         ("--upstream", "HOST:PORT or unix:/PATH of the Operations server (default: the config's)"),
         ("--authorizer", "HOST:PORT where Envoy reaches opsgate (default: the config's listen)"),
+        ("--authorizer-http", "HOST:PORT of opsgate's HTTP check (default: envoy.http_listen)"),
         ("--admin", "Envoy's admin HOST:PORT (default 127.0.0.1:9901)"),
         ("--authorizer-ca", "PEM CA verifying opsgate's TLS listener"),
         ("--authorizer-cert", "PEM client certificate Envoy presents to opsgate (mTLS)"),
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--client-ca", "PEM CA Envoy's listeners require client certificates from"),
     ):
         envoy.add_argument(flag, help=meaning)
+    envoy.add_argument(
+        "--protocol",
+        choices=("http", "grpc"),
+        help="how Envoy asks opsgate (default: http when envoy.http_listen is set, else grpc)",
+    )
     envoy.add_argument("--check-timeout", type=float, help="seconds one Check may take (2)")
     envoy.add_argument("--out", type=Path, help="write here instead of stdout")
 

@@ -14,6 +14,8 @@ from grpc_health.v1 import health
 from gateway import runtime
 from gateway.config import ServerTls, Settings
 from gateway.envoy.door import EnvoyDoor
+from gateway.envoy.http_check import start_http_check
+from gateway.envoy.settings import EnvoySettings
 from gateway.errors import ConfigError
 from gateway.interceptors.chain import ChainInterceptor
 from gateway.observability.health import add_health_service, start_not_ready, track_readiness
@@ -44,11 +46,20 @@ class Gateway:
     background: tuple[asyncio.Task[None], ...] = ()
     rest: RestDoor | None = None
     envoy: EnvoyDoor | None = None
+    envoy_http: asyncio.Server | None = None  # Envoy's HTTP check, if configured
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def envoy_http_address(self) -> str | None:
+        """Where Envoy's HTTP check listens (its bound port), if it does."""
+        if self.envoy_http is None:
+            return None
+        host, port = self.envoy_http.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def reload_policies(self) -> None:
         """SIGHUP: reload the enforced policy and any dry-run candidate now."""
@@ -67,6 +78,8 @@ class Gateway:
             # marked as not reported.
             waited = await self.envoy.reported(grace)
             server_grace = max(0.0, grace - waited)
+        if self.envoy_http is not None:
+            self.envoy_http.close()  # new checks go elsewhere; answers in progress complete
         doors = [self.server.stop(server_grace), *([self.rest.stop(grace)] if self.rest else [])]
         await asyncio.gather(*doors)  # the doors drain together
         if self.envoy is not None:
@@ -139,9 +152,14 @@ async def start_gateway(
         await metrics.start(settings.metrics.listen)
     await start_not_ready(servicer)
     await server.start()
+    envoy_http = rest = None
     try:
         rest = await _start_rest(settings, pipeline, forwarder)
+        if envoy is not None and settings.envoy is not None and settings.envoy.http_listen:
+            envoy_http = await _start_http_check(envoy, settings.envoy, share_port)
     except BaseException:
+        if rest is not None:
+            await rest.stop(0)
         await server.stop(None)
         await metrics.stop()
         if channel is not None:
@@ -166,9 +184,22 @@ async def start_gateway(
     if envoy is not None:
         serving.append("Envoy's external authorizer")
     log.info("opsgate listening on %s:%d, %s", host, port, " and ".join(serving))
-    return Gateway(
-        server, channel, servicer, pipeline, port, host, metrics, tuple(background), rest, envoy
+    gateway = Gateway(
+        server,
+        channel,
+        servicer,
+        pipeline,
+        port,
+        host,
+        metrics,
+        tuple(background),
+        rest,
+        envoy,
+        envoy_http,
     )
+    if gateway.envoy_http_address is not None:
+        log.info("Envoy's HTTP check on %s", gateway.envoy_http_address)
+    return gateway
 
 
 async def _start_rest(
@@ -187,6 +218,18 @@ async def _start_rest(
         ssl_context=server_ssl_context(settings.tls) if settings.tls else None,
         identity_header=settings.authentication.identity_header,
     )
+
+
+async def _start_http_check(
+    door: EnvoyDoor, envoy: EnvoySettings, share_port: bool
+) -> asyncio.Server:
+    listen = envoy.http_listen or ""
+    try:
+        return await start_http_check(door, listen, envoy.max_body_bytes, share_port=share_port)
+    except OSError as exc:
+        raise ConfigError(
+            "<listen>", "envoy.http_listen", f"cannot listen on {listen}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

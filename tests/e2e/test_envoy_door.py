@@ -29,7 +29,13 @@ from gateway.testing.envoy import envoy_process
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port
 from tests.support.certs import make_pki
-from tests.support.envoy_stack import EnvoyStack, bootstrap_for, http_request, running_envoy_stack
+from tests.support.envoy_stack import (
+    EnvoyStack,
+    bootstrap_for,
+    envoy_yaml,
+    http_request,
+    running_envoy_stack,
+)
 from tests.support.policy_cases import (
     ALICE,
     BOB,
@@ -45,12 +51,19 @@ from tests.support.policy_cases import (
 from tests.support.stack import EXAMPLE_POLICY, Identity
 
 GET = "/google.longrunning.Operations/GetOperation"
-REST_YAML = "envoy: {}\nrest: {listen: 127.0.0.1:0}\n"
+REST_YAML = "rest: {listen: 127.0.0.1:0}\n"
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """How Envoy asks opsgate: the gRPC Check, or the HTTP check. Every test runs with both."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def behind(loop: LoopThread, identity: Identity) -> Iterator[EnvoyStack]:
-    with running_envoy_stack(loop, identity, envoy_yaml=REST_YAML) as running:
+def behind(loop: LoopThread, identity: Identity, protocol: str) -> Iterator[EnvoyStack]:
+    yaml = envoy_yaml(protocol) + REST_YAML
+    with running_envoy_stack(loop, identity, envoy_yaml=yaml) as running:
         yield running
 
 
@@ -256,7 +269,8 @@ def test_stranger_is_denied_over_rest_with_googles_error(behind: EnvoyStack) -> 
 
 def test_authorizer_down_fails_closed(behind: EnvoyStack) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    with envoy_process(bootstrap_for(behind.own, authorizer=dead), name="envoy-dead") as envoy:
+    bootstrap = bootstrap_for(behind.own, authorizer=dead, authorizer_http=dead)
+    with envoy_process(bootstrap, name="envoy-dead") as envoy:
         before = len(behind.own.upstream.calls())
         channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
         with channel, pytest.raises(grpc.RpcError) as refused:
@@ -296,10 +310,11 @@ def test_metrics_count_calls_behind_envoy_with_their_final_code(behind: EnvoySta
 
 
 def test_rate_limits_refuse_behind_envoy_as_at_the_own_door(
-    loop: LoopThread, identity: Identity
+    loop: LoopThread, identity: Identity, protocol: str
 ) -> None:
     limits = "rate_limits: [{name: per-caller, rate_per_s: 0.01, burst: 1}]\n"
-    with running_envoy_stack(loop, identity, envoy_yaml="envoy: {}\n" + limits) as limited:
+    yaml = envoy_yaml(protocol) + limits
+    with running_envoy_stack(loop, identity, envoy_yaml=yaml) as limited:
         assert answer(limited, BOB, "get", DONE_OPERATION)[0] == OK
         code, refusal = answer(limited, BOB, "get", DONE_OPERATION)
         assert code == "RESOURCE_EXHAUSTED"
@@ -315,11 +330,12 @@ def test_rate_limits_refuse_behind_envoy_as_at_the_own_door(
 
 
 def test_a_reloaded_policy_decides_behind_envoy_at_once(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(EXAMPLE_POLICY.read_text())
-    with running_envoy_stack(loop, identity, policy=policy) as reloading:
+    yaml = envoy_yaml(protocol)
+    with running_envoy_stack(loop, identity, policy=policy, envoy_yaml=yaml) as reloading:
         assert answer(reloading, STRANGER, "get", DONE_OPERATION)[0] == "PERMISSION_DENIED"
         granted = EXAMPLE_POLICY.read_text().replace(
             "allow:\n",
@@ -340,7 +356,7 @@ DEPLOYER_SPIFFE = "spiffe://acme.example/ns/ci/sa/deployer"
 
 
 def test_client_certificate_identities_from_envoys_peer_certificate(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
     pki = make_pki(
         tmp_path,
@@ -361,7 +377,7 @@ def test_client_certificate_identities_from_envoys_peer_certificate(
         require_client_cert=True,
     )
     with running_envoy_stack(
-        loop, identity, envoy_yaml="envoy: {}\n", authentication_yaml=mapping, tls=tls
+        loop, identity, envoy_yaml=envoy_yaml(protocol), authentication_yaml=mapping, tls=tls
     ) as behind_tls:
 
         def get_as(pair: Any) -> str:
@@ -393,8 +409,8 @@ def test_a_body_sent_without_pack_as_bytes_is_decided_the_same(behind: EnvoyStac
     """Envoy Gateway cannot ask for pack_as_bytes: Envoy then puts the body in the Check's
     `body` string, replacing bytes that are not UTF-8. A short message survives and is decided
     as ever; one of 128 bytes or more (its frame's length byte is not UTF-8) arrives altered,
-    and is refused, never decided on."""
-    bootstrap = bootstrap_for(behind.own)
+    and is refused, never decided on. (The HTTP check always gets the body as it is.)"""
+    bootstrap = bootstrap_for(behind.own, protocol="grpc", authorizer_http=None)
     for listener in bootstrap["static_resources"]["listeners"]:
         manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
         for http_filter in manager["http_filters"]:

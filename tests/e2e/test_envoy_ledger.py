@@ -33,14 +33,22 @@ from gateway.reference_upstream.seed import DONE_OPERATION
 from gateway.server import Gateway, start_gateway
 from gateway.testing.envoy import EnvoyProcess, envoy_process
 from gateway.testing.loop import LoopThread
-from gateway.testing.ports import free_port
+from gateway.testing.ports import free_port, free_ports
 from gateway.testing.upstream import running_upstream
 from tests.support.policy_cases import ALICE, MISSING_PROD_OPERATION, STRANGER, Who
 from tests.support.relay import Relay
 from tests.support.stack import EXAMPLE_POLICY, Identity, quiet_audit_yaml
 
 # Short enough for a test to see an unreported ending written; longer than any call here.
-ENVOY_YAML = "envoy: {completion_timeout_s: 3}\nshutdown_grace_s: 2\n"
+ENVOY_YAML = "envoy: {{completion_timeout_s: 3{http}}}\nshutdown_grace_s: 2\n"
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """How Envoy asks opsgate; every fault is run with both."""
+    return str(request.param)
+
+
 CALLS = [(ALICE, DONE_OPERATION), (ALICE, MISSING_PROD_OPERATION), (STRANGER, DONE_OPERATION)]
 SAME_REQUEST_ID = ("x-request-id", "every-caller-sends-this-one")
 
@@ -101,17 +109,19 @@ def access_log_via(bootstrap: dict[str, Any], address: str) -> dict[str, Any]:
 
 
 @contextmanager
-def world(loop: LoopThread, identity: Identity, tmp_path: Path) -> Iterator[World]:
+def world(loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str) -> Iterator[World]:
     with ExitStack() as stack:
         upstream = stack.enter_context(running_upstream(loop, seed=True))
         path = tmp_path / "opsgate.yaml"
+        # Fixed ports: opsgate restarts on the same ones, where Envoy looks for it.
+        grpc_port, http_port = free_ports(2)
+        http = f", http_listen: 127.0.0.1:{http_port}" if protocol == "http" else ""
         path.write_text(
-            # A fixed port: opsgate restarts on the same one, where Envoy looks for it.
-            f"listen: 127.0.0.1:{free_port()}\nupstream: {{target: {upstream.address}}}\n"
+            f"listen: 127.0.0.1:{grpc_port}\nupstream: {{target: {upstream.address}}}\n"
             + identity.issuer_yaml()
             + identity.policy_yaml(EXAMPLE_POLICY)
             + quiet_audit_yaml(tmp_path)
-            + ENVOY_YAML
+            + ENVOY_YAML.format(http=http)
         )
         settings = load_settings(path)
         sink = MemorySink()
@@ -206,9 +216,9 @@ def check_ledger(world: World, seen: list[Seen], upstream_before: int) -> list[C
 
 
 def test_one_record_per_call_and_the_callers_request_id_is_not_the_key(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
-    with world(loop, identity, tmp_path) as running:
+    with world(loop, identity, tmp_path, protocol) as running:
         before = len(running.upstream.calls())
         seen = under_load(running, lambda w: None)
         records = check_ledger(running, seen, before)
@@ -221,9 +231,9 @@ def test_one_record_per_call_and_the_callers_request_id_is_not_the_key(
 
 @pytest.mark.parametrize("drain", [True, False], ids=["graceful", "sigkill"])
 def test_envoy_restarted_mid_load(
-    loop: LoopThread, identity: Identity, tmp_path: Path, drain: bool
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str, drain: bool
 ) -> None:
-    with world(loop, identity, tmp_path) as running:
+    with world(loop, identity, tmp_path, protocol) as running:
         before = len(running.upstream.calls())
 
         def restart(w: World) -> None:
@@ -237,9 +247,9 @@ def test_envoy_restarted_mid_load(
 
 
 def test_access_log_stream_cut_mid_load(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
-    with world(loop, identity, tmp_path) as running:
+    with world(loop, identity, tmp_path, protocol) as running:
         before = len(running.upstream.calls())
 
         def cut(w: World) -> None:
@@ -250,9 +260,9 @@ def test_access_log_stream_cut_mid_load(
 
 
 def test_authorizer_restarted_mid_load(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
-    with world(loop, identity, tmp_path) as running:
+    with world(loop, identity, tmp_path, protocol) as running:
         before = len(running.upstream.calls())
         seen = under_load(running, World.restart_gateway, seconds=3.0)
         records = check_ledger(running, seen, before)
@@ -262,16 +272,17 @@ def test_authorizer_restarted_mid_load(
 
 
 def test_calls_envoy_refuses_without_an_authorizer_are_recorded_from_its_log(
-    loop: LoopThread, identity: Identity, tmp_path: Path
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
     """Envoy cannot reach the authorizer it asks (a dead port) but its access log still reaches
     opsgate: each call Envoy refused (UNAVAILABLE, failing closed) is recorded all the same."""
-    with world(loop, identity, tmp_path) as running:
+    with world(loop, identity, tmp_path, protocol) as running:
         dead = f"127.0.0.1:{free_port()}"
         layout = EnvoyLayout(
             listen="127.0.0.1:0",
             upstream=running.upstream.address,
             authorizer=dead,
+            authorizer_http=dead if protocol == "http" else None,
             admin="127.0.0.1:0",
             longest_call_s=2.0,
         )

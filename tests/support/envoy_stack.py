@@ -82,6 +82,12 @@ def http_request(
         return HttpReply(error.code, dict(error.headers.items()), error.read())
 
 
+def envoy_yaml(protocol: str, more: str = "") -> str:
+    """opsgate's `envoy:` section for Envoy asking over `protocol` ('grpc' or 'http')."""
+    http = "http_listen: 127.0.0.1:0" if protocol == "http" else ""
+    return f"envoy: {{{', '.join(p for p in (http, more) if p)}}}\n"
+
+
 def bootstrap_for(stack: Stack, **layout: Any) -> dict[str, Any]:
     """Envoy's bootstrap, as `opsgate envoy-config` writes it, on loopback ports of its own."""
     assert stack.settings is not None
@@ -90,6 +96,7 @@ def bootstrap_for(stack: Stack, **layout: Any) -> dict[str, Any]:
         "rest_listen": "127.0.0.1:0",
         "upstream": stack.upstream.address,
         "authorizer": stack.gateway.address,
+        "authorizer_http": stack.gateway.envoy_http_address,  # None: Envoy asks over gRPC
         "admin": "127.0.0.1:0",
     }
     return render_bootstrap(
