@@ -47,7 +47,10 @@ async def run_demo(out: TextIO, *, envoy: bool = False) -> int:
                         f"Envoy in front: gRPC on {grpc_door}, REST on {rest_door}; it asks",
                         file=out,
                     )
-                    print(f"opsgate ({gateway.address}) about every call.\n", file=out)
+                    print(
+                        f"opsgate's HTTP check ({gateway.envoy_http_address}) about every call.\n",
+                        file=out,
+                    )
                 failures = await _run_steps(grpc_door, identity, out)
                 print(f"\nThe same checks on the REST/JSON door ({rest_door}):\n", file=out)
                 rest_failures = await run_rest_steps(rest_door, identity, out)
@@ -77,6 +80,7 @@ def _envoy_in_front(
         rest_listen="127.0.0.1:0",
         upstream=upstream.address,
         authorizer=gateway.address,
+        authorizer_http=gateway.envoy_http_address,
         admin="127.0.0.1:0",
     )
     with envoy_process(render_bootstrap(settings, layout), name="opsgate-demo-envoy") as envoy:

@@ -36,7 +36,7 @@ class DemoIdentity:
         path = self.directory / "opsgate.yaml"
         path.write_text(
             "listen: 127.0.0.1:0\n"
-            + ("envoy: {}\n" if envoy else "")
+            + ("envoy: {http_listen: 127.0.0.1:0}\n" if envoy else "")
             + f"upstream:\n  target: {upstream}\n"
             "authentication:\n"
             "  issuers:\n"

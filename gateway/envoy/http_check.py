@@ -17,6 +17,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 
@@ -64,8 +65,8 @@ class CheckConnection(asyncio.Protocol):
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, but is one).
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from gateway.config import load_settings
@@ -44,15 +45,17 @@ def waiting(port: int) -> float:
     return scrape(port, "opsgate_envoy_endings_waiting")
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_authorizer_alone_with_two_workers_writes_one_record_per_call(
-    identity: Identity, tmp_path: Path
+    identity: Identity, tmp_path: Path, protocol: str
 ) -> None:
-    port, metrics_port = free_port(), free_port_run(2)
+    port, http_port, metrics_port = free_port(), free_port(), free_port_run(2)
+    http = f"http_listen: 127.0.0.1:{http_port}" if protocol == "http" else ""
     audit = tmp_path / "audit.log"
     config = tmp_path / "opsgate.yaml"
     config.write_text(
         f"listen: 127.0.0.1:{port}\n"
-        "envoy: {}\n"
+        f"envoy: {{{http}}}\n"
         f"metrics: {{listen: 127.0.0.1:{metrics_port}}}\n"
         f"audit: {{sink: file, file: {{path: {audit}, fsync: never}}}}\n"
         + identity.issuer_yaml()
