@@ -136,6 +136,7 @@ class Bench:
         rest_listen: str | None = None,
         library: bool = False,
         envoy_only: bool = False,
+        envoy_http_listen: str | None = None,
     ) -> Path:
         """With `library`, no upstream; with `envoy_only`, no upstream and an `envoy:` section
         (opsgate as Envoy's external authorizer only)."""
@@ -151,6 +152,7 @@ class Bench:
             metrics_listen=metrics_listen,
             rest_listen=rest_listen,
             envoy=envoy_only,
+            envoy_http_listen=envoy_http_listen,
         )
 
     def start_gateway(
@@ -163,6 +165,7 @@ class Bench:
         rest_listen: str | None = None,
         prefix: list[str] | None = None,
         envoy_only: bool = False,
+        envoy_http_listen: str | None = None,
     ) -> Service:
         """`opsgate serve` (as `python -m gateway serve`) on a fixed free port.
 
@@ -177,6 +180,7 @@ class Bench:
             metrics_listen=metrics_listen,
             rest_listen=rest_listen,
             envoy_only=envoy_only,
+            envoy_http_listen=envoy_http_listen,
         )
         args = [] if workers is None else ["--workers", str(workers)]
         argv = gateway_argv(config, *args, python=prefix or [sys.executable])

@@ -10,7 +10,8 @@ Rows, each front end its own process and all of them sharing the one seeded upst
 5. envoy-jwt-rbac: Envoy with `jwt_authn` (the benchmark's local JWKS) and `rbac` (a claim);
 6. envoy-authz-grpc / envoy-authz-http: Envoy with `ext_authz` to a minimal Python authorizer
    that allows everything, over gRPC (`Authorization/Check`) and over HTTP (`http_service`);
-7. envoy-opsgate / envoy-opsgate-w2: Envoy with opsgate as its external authorizer
+7. envoy-opsgate / envoy-opsgate-w2 (the HTTP check) and envoy-opsgate-grpc (the gRPC Check):
+   Envoy with opsgate as its external authorizer
    (`opsgate serve` with an `envoy:` section and no upstream, audit on, `--workers 1` and `2`),
    Envoy's bootstrap from gateway.envoy.bootstrap.
 
@@ -116,13 +117,19 @@ def _envoy_row(
     )
 
 
-def _opsgate_authorizer(bench: Bench, started: Started, name: str, workers: int) -> Service:
-    service = bench.start_gateway(name, workers=workers, envoy_only=True)
+def _opsgate_authorizer(
+    bench: Bench, started: Started, name: str, workers: int, http_listen: str | None
+) -> Service:
+    service = bench.start_gateway(
+        name, workers=workers, envoy_only=True, envoy_http_listen=http_listen
+    )
     started.services.append(service)
     return service
 
 
-def opsgate_bootstrap(bench: Bench, authorizer: Service) -> dict[str, Any]:
+def opsgate_bootstrap(
+    bench: Bench, authorizer: Service, http_listen: str | None = None
+) -> dict[str, Any]:
     """Envoy's bootstrap for opsgate as its authorizer, as `opsgate envoy-config` renders it
     from the authorizer's own config file (gateway.envoy.bootstrap), on loopback ports."""
     assert bench.upstream is not None
@@ -132,6 +139,7 @@ def opsgate_bootstrap(bench: Bench, authorizer: Service) -> dict[str, Any]:
         listen="127.0.0.1:0",
         upstream=bench.upstream.address,
         authorizer=authorizer.address,
+        authorizer_http=http_listen,
         admin="127.0.0.1:0",
     )
     return render_bootstrap(settings, layout, source=str(config))
@@ -212,15 +220,22 @@ def _start_rows(bench: Bench, started: Started) -> list[EnvoyRow]:
                 bench, started, f"envoy-authz-{protocol}", title, bootstrap, authorizer, process
             )
         )
-    for workers in (1, 2):
-        key = "envoy-opsgate" if workers == 1 else f"envoy-opsgate-w{workers}"
+    # The HTTP check is the one `opsgate envoy-config` picks (the targets are on it); the gRPC
+    # Check is measured beside it.
+    for key, workers, protocol in (
+        ("envoy-opsgate", 1, "http"),
+        ("envoy-opsgate-w2", 2, "http"),
+        ("envoy-opsgate-grpc", 1, "grpc"),
+    ):
+        http_listen = f"127.0.0.1:{free_port()}" if protocol == "http" else None
         try:
-            authorizer = _opsgate_authorizer(bench, started, f"{key}-authz", workers)
-            bootstrap = opsgate_bootstrap(bench, authorizer)
+            authorizer = _opsgate_authorizer(bench, started, f"{key}-authz", workers, http_listen)
+            bootstrap = opsgate_bootstrap(bench, authorizer, http_listen)
         except Exception as exc:
             bench.note(f"{key} row skipped: {type(exc).__name__}: {exc}")
             continue
-        title = f"Envoy + opsgate authorizer (--workers {workers}), audit on"
+        asked = "HTTP check" if protocol == "http" else "gRPC Check"
+        title = f"Envoy + opsgate authorizer ({asked}, --workers {workers}), audit on"
         process = f"python -m gateway serve --workers {workers} (envoy: on, no upstream)"
         rows.append(
             _envoy_row(bench, started, key, title, bootstrap, authorizer, process, GRPC_LISTENER)
@@ -377,7 +392,9 @@ def _row_result(row: EnvoyRow, upstream_answer: bytes) -> dict[str, Any]:
 
 # The authorizers profiled when a target is missed: opsgate's, and the floor under it.
 PROFILED = {
-    "envoy-opsgate": "opsgate authorizer (behind Envoy)",
+    "envoy-opsgate": "opsgate authorizer, HTTP check (behind Envoy)",
+    "envoy-authz-http": "minimal HTTP authorizer (behind Envoy)",
+    "envoy-opsgate-grpc": "opsgate authorizer, gRPC Check (behind Envoy)",
     "envoy-authz-grpc": "minimal gRPC authorizer (behind Envoy)",
 }
 

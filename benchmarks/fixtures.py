@@ -246,6 +246,7 @@ def write_gateway_config(
     metrics_listen: str | None = None,
     rest_listen: str | None = None,
     envoy: bool = False,
+    envoy_http_listen: str | None = None,
 ) -> Path:
     """A config for the full pipeline: JWKS-file issuer, policy, audit file with fsync interval.
 
@@ -283,6 +284,8 @@ def write_gateway_config(
         lines += ["rest:", f"  listen: {rest_listen}"]
     if envoy:
         lines += ["envoy:", "  max_body_bytes: 65536"]
+        if envoy_http_listen is not None:  # Envoy asks over HTTP (else the gRPC Check)
+            lines.append(f"  http_listen: {envoy_http_listen}")
     path = directory / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
