@@ -89,7 +89,7 @@ def ending_of(entry: Any, rest: bool) -> Ending:
         upstream = max(0.0, _seconds(common.time_to_last_upstream_rx_byte) - first)
     return Ending(
         code,
-        urllib.parse.unquote(message),
+        urllib.parse.unquote(message) if "%" in message else message,
         latency,
         upstream,
         reason,

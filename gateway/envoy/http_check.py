@@ -13,11 +13,12 @@ turns into dynamic metadata), or the refusal itself: status, headers and body fo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import httptools
 
@@ -108,10 +109,12 @@ class CheckConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         keep_alive = self._parser.should_keep_alive()
         body = b"".join(self._body)
-        answering = asyncio.ensure_future(
-            self._answer(self._url, self._headers, body, keep_alive, self._previous)
+        previous = self._previous
+        if previous is not None and previous.done():
+            previous = None
+        self._previous = run_eagerly(
+            self._answer(self._url, self._headers, body, keep_alive, previous)
         )
-        self._previous = answering
 
     # --- one check ---------------------------------------------------------------------------
 
@@ -166,6 +169,44 @@ class CheckConnection(asyncio.Protocol):
 
 class _TooLarge(Exception):
     pass
+
+
+def run_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
+    """Run `coro` now, as far as it goes without waiting; None if it finished, else a future
+    that completes when it does.
+
+    Most checks never wait (a remembered token, a cached decision): running them at once saves
+    creating and scheduling a Task per check. A check that waits is resumed from the future it
+    waits on, as a Task would resume it, in a context of its own (the audit stage sets the
+    current call in it).
+    """
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] | None = None
+
+    def step() -> None:
+        nonlocal done
+        try:
+            waited = context.run(coro.send, None)
+        except StopIteration:
+            if done is not None:
+                done.set_result(None)
+            return
+        except BaseException as exc:  # _answer handles its own failures: this is a bug
+            if done is None:
+                done = loop.create_future()
+            done.set_exception(exc)
+            return
+        if done is None:
+            done = loop.create_future()
+        if waited is None:  # a bare yield (asyncio.sleep(0)): try again on the next turn
+            loop.call_soon(step)
+        else:
+            waited._asyncio_future_blocking = False
+            waited.add_done_callback(lambda _: step())
+
+    step()
+    return done
 
 
 def render(answer: Allow | Refuse, keep_alive: bool) -> bytes:
