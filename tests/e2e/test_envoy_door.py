@@ -8,6 +8,7 @@ grpc_json_transcoder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -348,6 +349,66 @@ def test_a_reloaded_policy_decides_behind_envoy_at_once(
         (reloader,) = reloading.own.gateway.pipeline.reloaders
         assert loop.run(reloader.reload())
         assert answer(reloading, STRANGER, "get", DONE_OPERATION)[0] == OK
+
+
+def test_a_dry_run_policy_is_judged_behind_envoy_without_changing_answers(
+    loop: LoopThread, identity: Identity, tmp_path: Path, protocol: str
+) -> None:
+    """The candidate would grant the stranger: the enforced policy still refuses, and the
+    record carries the candidate's different decision."""
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(
+        EXAMPLE_POLICY.read_text().replace(
+            "allow:\n",
+            "allow:\n  - resource: projects/acme-prod\n    bindings:\n"
+            "      - role: roles/contactcenterinsights.viewer\n"
+            "        members: [user:nobody@elsewhere.example]\n",
+            1,
+        )
+    )
+    with running_envoy_stack(
+        loop,
+        identity,
+        envoy_yaml=envoy_yaml(protocol),
+        authorization_yaml=f"  dry_run_policy_file: {candidate}\n",
+    ) as dry:
+        before = len(dry.own.sink.outcomes())
+        assert answer(dry, STRANGER, "get", DONE_OPERATION)[0] == "PERMISSION_DENIED"
+        (record,) = dry.own.sink.outcomes()[before:]
+        verdict = record.call.verdict
+        assert verdict is not None and not verdict.decision.allowed
+        assert verdict.shadow is not None and verdict.shadow.allowed
+
+
+def test_a_slow_authorizer_fails_closed(loop: LoopThread, behind: EnvoyStack) -> None:
+    """An authorizer that accepts the connection and never answers: Envoy gives up at the
+    check timeout and refuses (UNAVAILABLE), never lets the call through."""
+
+    async def silent() -> asyncio.Server:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until Envoy gives up and closes
+
+        return await asyncio.start_server(hold, "127.0.0.1", 0)
+
+    server = loop.run(silent())
+    stalled = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        bootstrap = bootstrap_for(
+            behind.own, authorizer=stalled, authorizer_http=stalled, check_timeout_s=0.5
+        )
+        with envoy_process(bootstrap, name="envoy-slow-authorizer") as envoy:
+            before = len(behind.own.upstream.calls())
+            channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
+            with channel, pytest.raises(grpc.RpcError) as refused:
+                operations_pb2_grpc.OperationsStub(channel).GetOperation(
+                    operations_pb2.GetOperationRequest(name=DONE_OPERATION),
+                    metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
+                    timeout=10,
+                )
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert len(behind.own.upstream.calls()) == before
+    finally:
+        server.close()
 
 
 # -- client certificates, as Envoy's listener verified them ---------------------------------

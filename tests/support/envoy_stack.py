@@ -114,6 +114,7 @@ def running_envoy_stack(
     policy: Path | None = EXAMPLE_POLICY,
     envoy_yaml: str = "envoy: {}\n",
     authentication_yaml: str = "",
+    authorization_yaml: str = "",
     **layout: Any,
 ) -> Iterator[EnvoyStack]:
     with ExitStack() as stack:
@@ -125,6 +126,7 @@ def running_envoy_stack(
                 policy=policy,
                 extra_yaml=envoy_yaml,
                 authentication_yaml=authentication_yaml,
+                authorization_yaml=authorization_yaml,
             )
         )
         envoy = stack.enter_context(envoy_process(bootstrap_for(own, **layout), name="envoy-e2e"))

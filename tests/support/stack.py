@@ -92,16 +92,19 @@ def gateway_settings(
     policy: Path | None = None,
     extra_yaml: str = "",
     authentication_yaml: str = "",
+    authorization_yaml: str = "",
 ) -> Settings:
     """Settings for a gateway on a free port in front of `upstream_address`, trusting `identity`
     (`extra_yaml`: more top-level sections, e.g. `envoy: {}`; `authentication_yaml`: more keys
-    of the `authentication` section, indented by two)."""
+    of the `authentication` section, indented by two; `authorization_yaml` the same for
+    `authorization`)."""
     path = identity.directory / "opsgate.yaml"
     path.write_text(
         f"listen: 127.0.0.1:0\nupstream:\n  target: {upstream_address}\n"
         + identity.issuer_yaml()
         + authentication_yaml
         + identity.policy_yaml(policy)
+        + authorization_yaml
         + quiet_audit_yaml(identity.directory)
         + extra_yaml
     )
@@ -158,12 +161,13 @@ def running_stack(
     policy: Path | None = None,
     extra_yaml: str = "",
     authentication_yaml: str = "",
+    authorization_yaml: str = "",
 ) -> Iterator[Stack]:
     with ExitStack() as stack:
         upstream = stack.enter_context(running_upstream(loop, seed=seed))
         sink = MemorySink()
         settings = gateway_settings(
-            upstream.address, identity, policy, extra_yaml, authentication_yaml
+            upstream.address, identity, policy, extra_yaml, authentication_yaml, authorization_yaml
         )
         gateway = loop.run(start_gateway(settings, sink=sink))
         stack.callback(lambda: loop.run(gateway.stop(0)))
