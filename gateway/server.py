@@ -14,7 +14,7 @@ from grpc_health.v1 import health
 from gateway import runtime
 from gateway.config import ServerTls, Settings
 from gateway.envoy.door import EnvoyDoor
-from gateway.envoy.http_check import start_http_check
+from gateway.envoy.http_check import HttpCheckServer, start_http_check
 from gateway.envoy.settings import EnvoySettings
 from gateway.errors import ConfigError
 from gateway.interceptors.chain import ChainInterceptor
@@ -46,7 +46,7 @@ class Gateway:
     background: tuple[asyncio.Task[None], ...] = ()
     rest: RestDoor | None = None
     envoy: EnvoyDoor | None = None
-    envoy_http: asyncio.Server | None = None  # Envoy's HTTP check, if configured
+    envoy_http: HttpCheckServer | None = None  # Envoy's HTTP check, if configured
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
@@ -56,10 +56,7 @@ class Gateway:
     @property
     def envoy_http_address(self) -> str | None:
         """Where Envoy's HTTP check listens (its bound port), if it does."""
-        if self.envoy_http is None:
-            return None
-        host, port = self.envoy_http.sockets[0].getsockname()[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self.envoy_http.address if self.envoy_http is not None else None
 
     def reload_policies(self) -> None:
         """SIGHUP: reload the enforced policy and any dry-run candidate now."""
@@ -71,6 +68,8 @@ class Gateway:
     async def stop(self, grace: float | None) -> None:
         """Stop taking calls, give in-flight ones `grace` seconds, then close the upstream."""
         await self.health.enter_graceful_shutdown()
+        if self.envoy_http is not None:
+            self.envoy_http.close()  # Envoy takes its checks to a replica still serving
         server_grace = grace
         if self.envoy is not None and grace:
             # Envoy's access log keeps its streams open: they are cut once the calls Envoy let
@@ -78,12 +77,10 @@ class Gateway:
             # marked as not reported.
             waited = await self.envoy.reported(grace)
             server_grace = max(0.0, grace - waited)
-        if self.envoy_http is not None:
-            self.envoy_http.close()  # new checks go elsewhere; answers in progress complete
         doors = [self.server.stop(server_grace), *([self.rest.stop(grace)] if self.rest else [])]
         await asyncio.gather(*doors)  # the doors drain together
         if self.envoy is not None:
-            self.envoy.stop()
+            await self.envoy.stop()
         await self.metrics.stop()
         for task in self.background:
             task.cancel()
@@ -144,7 +141,7 @@ async def start_gateway(
     if settings.envoy is not None:
         envoy = EnvoyDoor.build(settings.envoy, settings.authentication, pipeline, workers_dir)
         server.add_generic_rpc_handlers(envoy.handlers())
-        envoy.start()
+        await envoy.start()
     servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
     port = _bind(server, settings)
     metrics = MetricsServer(pipeline.registry)
@@ -222,7 +219,7 @@ async def _start_rest(
 
 async def _start_http_check(
     door: EnvoyDoor, envoy: EnvoySettings, share_port: bool
-) -> asyncio.Server:
+) -> HttpCheckServer:
     listen = envoy.http_listen or ""
     try:
         return await start_http_check(door, listen, envoy.max_body_bytes, share_port=share_port)

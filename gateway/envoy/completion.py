@@ -29,6 +29,7 @@ from gateway.rest.status import HTTP_STATUS
 log = logging.getLogger("opsgate.envoy")
 
 NOT_REPORTED_REASON = "COMPLETION_NOT_REPORTED"
+_STOPPED = "The authorizer stopped before Envoy reported the ending."
 UPSTREAM_REASON = "UPSTREAM_STATUS"
 VIA_UPSTREAM = "via_upstream"  # Envoy's response_code_details when the upstream answered
 
@@ -166,6 +167,7 @@ class CompletionJoin:
         self._is_rest = is_rest
         self._clock = clock
         self._parked: dict[str, _Parked] = {}
+        self._closed = False
         self.emptied = asyncio.Event()  # set while no call waits
         self.emptied.set()
         self.completed = 0  # read by metrics and tests
@@ -180,6 +182,10 @@ class CompletionJoin:
     def record(self, outcome: CallOutcome) -> None:
         if outcome.code is not StatusCode.OK:
             self._sink.record(outcome)
+            return
+        if self._closed:  # let through as the authorizer stopped: Envoy reports to no one now
+            self._sink.record(self._marked(outcome, _STOPPED))
+            self.not_reported += 1
             return
         expires = self._clock() + self._timeout_s
         self._parked[outcome.call.request_id] = _Parked(outcome, self._is_rest(outcome), expires)
@@ -228,9 +234,10 @@ class CompletionJoin:
 
     def flush(self) -> int:
         """The authorizer is stopping: every waiting record is written now, marked so."""
+        self._closed = True
         keys = list(self._parked)
         for key in keys:
-            self._not_reported(key, "The authorizer stopped before Envoy reported the ending.")
+            self._not_reported(key, _STOPPED)
         return len(keys)
 
     async def watch(self, interval_s: float = 1.0) -> None:
@@ -256,14 +263,12 @@ class CompletionJoin:
             outcome.call.request_id,
             why,
         )
-        self._sink.record(
-            dataclasses.replace(
-                outcome,
-                code=StatusCode.UNKNOWN,
-                message=why,
-                detail=why,
-                reason=NOT_REPORTED_REASON,
-            )
+        self._sink.record(self._marked(outcome, why))
+
+    @staticmethod
+    def _marked(outcome: CallOutcome, why: str) -> CallOutcome:
+        return dataclasses.replace(
+            outcome, code=StatusCode.UNKNOWN, message=why, detail=why, reason=NOT_REPORTED_REASON
         )
 
 

@@ -157,9 +157,9 @@ class EnvoyDoor:
     def join(self) -> CompletionJoin:
         return self._join
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self._handoff is not None:
-            self._handoff.start()
+            await self._handoff.start()
 
     async def expire_overdue(self) -> None:
         """Write the records Envoy never reported the ending of, as they fall due."""
@@ -174,10 +174,10 @@ class EnvoyDoor:
             await asyncio.wait_for(self._join.emptied.wait(), grace)
         return loop.time() - started
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """The door is closed: records still waiting are written, marked as not reported."""
         if self._handoff is not None:
-            self._handoff.stop()
+            await self._handoff.stop()
         self._join.flush()
 
     def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
@@ -267,7 +267,7 @@ class EnvoyDoor:
                 if handoff is None or handoff.owned(key):
                     join.complete(key, entry)
                 else:
-                    handoff.pass_on(key, entry.SerializeToString())
+                    await handoff.pass_on(key, entry.SerializeToString())
         return bytes(StreamAccessLogsResponse().SerializeToString())
 
     def _record_unreached(self, entry: Any) -> None:

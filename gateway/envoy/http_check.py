@@ -50,9 +50,12 @@ class CheckConnection(asyncio.Protocol):
     as the authorizer failing, and fails closed.
     """
 
-    def __init__(self, door: EnvoyDoor, body_limit: int) -> None:
+    def __init__(
+        self, door: EnvoyDoor, body_limit: int, open_connections: set[CheckConnection]
+    ) -> None:
         self._door = door
         self._body_limit = body_limit
+        self._open = open_connections
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
@@ -68,6 +71,7 @@ class CheckConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's is not an asyncio.Transport subclass, but is one).
         self._transport = cast(asyncio.Transport, transport)
+        self._open.add(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -78,6 +82,12 @@ class CheckConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._open.discard(self)
+
+    def close(self) -> None:
+        """The gateway is stopping: no more checks on this connection (Envoy opens another,
+        to a replica still serving)."""
+        self._close()
 
     # --- httptools' callbacks --------------------------------------------------------------
 
@@ -266,18 +276,41 @@ def _remaining(milliseconds: str) -> Callable[[], float | None]:
     return lambda: max(0.0, deadline - time.monotonic())
 
 
+class HttpCheckServer:
+    """The listening HTTP check and its open connections (Envoy keeps them alive)."""
+
+    def __init__(self, server: asyncio.Server, connections: set[CheckConnection]) -> None:
+        self._server = server
+        self._connections = connections
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def close(self) -> None:
+        """Stop listening and close every connection: a check Envoy sends on a kept-alive
+        connection after the door has stopped would be decided with no one left to end its
+        record."""
+        self._server.close()
+        for connection in list(self._connections):
+            connection.close()
+
+
 async def start_http_check(
     door: EnvoyDoor, listen: str, body_limit: int, *, share_port: bool = False
-) -> asyncio.Server:
+) -> HttpCheckServer:
     """Serve the HTTP check on `listen` (HOST:PORT); with `share_port`, beside other workers."""
     host, _, port = listen.rpartition(":")
     loop = asyncio.get_running_loop()
     # The body Envoy sends is the caller's message and its frame header; a little slack.
     limit = body_limit + 1024
-    return await loop.create_server(
-        lambda: CheckConnection(door, limit),
+    connections: set[CheckConnection] = set()
+    server = await loop.create_server(
+        lambda: CheckConnection(door, limit, connections),
         host.strip("[]") or None,
         int(port),
         reuse_port=share_port,
         backlog=1024,
     )
+    return HttpCheckServer(server, connections)

@@ -41,6 +41,12 @@ def scrape(port: int, name: str) -> float:
     )
 
 
+def envoy_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        lines = reply.read().decode().splitlines()
+    return ", ".join(line for line in lines if line.startswith("opsgate_envoy"))
+
+
 def waiting(port: int) -> float:
     return scrape(port, "opsgate_envoy_endings_waiting")
 
@@ -92,7 +98,9 @@ def test_authorizer_alone_with_two_workers_writes_one_record_per_call(
                 # before then never sends it (ARCHITECTURE.md), so wait for the last endings.
                 deadline = time.monotonic() + 10
                 while any(waiting(metrics_port + k) for k in (0, 1)):
-                    assert time.monotonic() < deadline, "endings never reported"
+                    assert time.monotonic() < deadline, "endings never reported: " + "; ".join(
+                        envoy_metrics(metrics_port + k) for k in (0, 1)
+                    )
                     time.sleep(0.05)
                 decided = [scrape(metrics_port + k, "opsgate_calls_total") for k in (0, 1)]
         finally:

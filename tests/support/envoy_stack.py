@@ -61,6 +61,15 @@ class EnvoyStack:
                 raise AssertionError(f"{door.join.waiting} calls' endings never reported")
             time.sleep(0.02)
 
+    def recorded(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the trail holds `count` records (an allowed call's is written when
+        Envoy's access-log entry for it arrives)."""
+        deadline = time.monotonic() + timeout
+        while len(self.own.sink.outcomes()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.own.sink.outcomes())} records, not {count}")
+            time.sleep(0.02)
+
     def rest(
         self, verb: str, path: str, token: str | None = None, body: bytes | None = None
     ) -> HttpReply:

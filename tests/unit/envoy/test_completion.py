@@ -115,6 +115,17 @@ def test_an_unreported_ending_is_written_when_due_and_marked() -> None:
     assert join.waiting == 0 and join.not_reported == 2
 
 
+def test_a_call_let_through_after_the_door_stopped_is_written_at_once_marked() -> None:
+    """A check answered while the authorizer stops: nobody will report its ending now."""
+    join, sink, _ = joined()
+    join.flush()
+    late = ok_outcome()
+    join.record(late)
+    (recorded,) = sink.outcomes()
+    assert recorded.call is late.call and recorded.reason == "COMPLETION_NOT_REPORTED"
+    assert join.waiting == 0 and join.not_reported == 1
+
+
 @pytest.mark.parametrize(
     ("logged", "rest", "code", "reason"),
     [
