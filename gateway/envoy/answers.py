@@ -8,7 +8,6 @@ The answers are protocol-neutral values; the gRPC Check (door.py) and the HTTP c
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from gateway.call import Call
 from gateway.errors import STATUS_DETAILS_KEY, CallFailure, StatusCode
 from gateway.headers import REQUEST_ID_KEY, GatewayHeaders
 from gateway.rest.status import failure_answer
+from gateway.rest.transcode import json_text
 from gateway.upstream.forwarder import header_safe
 
 CREDENTIAL_HEADER = "authorization"
@@ -87,7 +87,7 @@ class Answers:
             status, extra, body = failure_answer(failure)
             headers = {key.lower(): value for key, value in extra.items()}
             headers["content-type"] = JSON_CONTENT_TYPE
-            text = json.dumps(body, indent=2)
+            text = json_text(body)  # as the REST door writes it
         else:
             status, headers, text = 200, _grpc_status_headers(failure), ""
         headers[REQUEST_ID_KEY] = call.request_id

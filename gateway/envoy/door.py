@@ -93,27 +93,6 @@ class EnvoyTransport:
         return self._cancelled()
 
 
-class LoggedTransport:
-    """The peer of a call known only from Envoy's access log (see _record_unreached)."""
-
-    __slots__ = ("_peer",)
-
-    def __init__(self, address: Any) -> None:
-        self._peer = _grpc_peer(address)
-
-    def peer(self) -> str | None:
-        return self._peer
-
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]:
-        return {}
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def cancelled(self) -> bool:
-        return False
-
-
 class EnvoyDoor:
     """Serves envoy.service.auth.v3.Authorization/Check and the access-log service."""
 
@@ -273,7 +252,8 @@ class EnvoyDoor:
     def _record_unreached(self, entry: Any) -> None:
         """A call Envoy refused because it could not ask the authorizer: opsgate never saw it,
         but it is recorded all the same (no principal, no resource) once Envoy reports it."""
-        transport = LoggedTransport(entry.common_properties.downstream_remote_address)
+        peer = _grpc_peer(entry.common_properties.downstream_remote_address)
+        transport = EnvoyTransport(peer, b"", False, _no_deadline, _not_cancelled)
         call = new_call(entry.request.path, (), transport, None)
         ending = ending_of(entry, rest=False)
         latency = ending.latency_s if ending.latency_s is not None else 0.0
@@ -322,6 +302,14 @@ def _set(options: Any, headers: Iterable[tuple[str, str]]) -> None:
         option.header.key = key
         option.header.value = value
         option.append_action = OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _no_deadline() -> float | None:
+    return None
+
+
+def _not_cancelled() -> bool:
+    return False
 
 
 def _transcoded(outcome: CallOutcome) -> bool:

@@ -155,7 +155,9 @@ class CheckConnection(asyncio.Protocol):
         path = urllib.parse.unquote(url.decode("latin-1"))
         door, _, caller_path = path.removeprefix("/").partition("/")
         if door not in (GRPC_DOOR, REST_DOOR):
-            raise ValueError(f"the check path does not name a listener: {path[:100]!r}")
+            # Cut at '?': a query string may hold what a caller should not have put there.
+            shown = path.partition("?")[0][:100]
+            raise ValueError(f"the check path does not name a listener: {shown!r}")
         # The headers the generated config has Envoy add (overriding any caller copy).
         verb = headers.pop(HTTP_METHOD_HEADER, "POST")
         content_type = headers.pop(HTTP_CONTENT_TYPE_HEADER, "")

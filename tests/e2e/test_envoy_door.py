@@ -26,7 +26,7 @@ from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.errors import STATUS_DETAILS_KEY, StatusCode
 from gateway.reference_upstream.seed import ACME_PROD_US, DONE_OPERATION, GLOBEX_OPERATION
 from gateway.rest.status import HTTP_STATUS
-from gateway.testing.envoy import envoy_process
+from gateway.testing.envoy import EnvoyProcess, envoy_process
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port
 from tests.support.certs import make_pki
@@ -269,19 +269,26 @@ def test_stranger_is_denied_over_rest_with_googles_error(behind: EnvoyStack) -> 
 # -- Envoy's own failure modes fail closed --------------------------------------------------
 
 
+def refused_without_reaching_the_upstream(behind: EnvoyStack, envoy: EnvoyProcess) -> None:
+    """A gRPC call through `envoy` is refused UNAVAILABLE and never reaches the upstream."""
+    before = len(behind.own.upstream.calls())
+    channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        operations_pb2_grpc.OperationsStub(channel).GetOperation(
+            operations_pb2.GetOperationRequest(name=DONE_OPERATION),
+            metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
+            timeout=10,
+        )
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert len(behind.own.upstream.calls()) == before
+
+
 def test_authorizer_down_fails_closed(behind: EnvoyStack) -> None:
     dead = f"127.0.0.1:{free_port()}"
     bootstrap = bootstrap_for(behind.own, authorizer=dead, authorizer_http=dead)
     with envoy_process(bootstrap, name="envoy-dead") as envoy:
+        refused_without_reaching_the_upstream(behind, envoy)
         before = len(behind.own.upstream.calls())
-        channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
-        with channel, pytest.raises(grpc.RpcError) as refused:
-            operations_pb2_grpc.OperationsStub(channel).GetOperation(
-                operations_pb2.GetOperationRequest(name=DONE_OPERATION),
-                metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
-                timeout=10,
-            )
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
         rest = http_request(
             envoy.url("opsgate_rest", f"/v1/{DONE_OPERATION}"), "GET", token(behind, ALICE)
         )
@@ -398,16 +405,7 @@ def test_a_slow_authorizer_fails_closed(loop: LoopThread, behind: EnvoyStack) ->
             behind.own, authorizer=stalled, authorizer_http=stalled, check_timeout_s=0.5
         )
         with envoy_process(bootstrap, name="envoy-slow-authorizer") as envoy:
-            before = len(behind.own.upstream.calls())
-            channel = grpc.insecure_channel(envoy.address(GRPC_LISTENER))
-            with channel, pytest.raises(grpc.RpcError) as refused:
-                operations_pb2_grpc.OperationsStub(channel).GetOperation(
-                    operations_pb2.GetOperationRequest(name=DONE_OPERATION),
-                    metadata=[("authorization", f"Bearer {token(behind, ALICE)}")],
-                    timeout=10,
-                )
-            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-            assert len(behind.own.upstream.calls()) == before
+            refused_without_reaching_the_upstream(behind, envoy)
     finally:
         server.close()
 
