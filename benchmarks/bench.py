@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from benchmarks.check import CheckResult, check, check_rest, fetch
 from benchmarks.fixtures import Identity, write_gateway_config, write_policy
 from benchmarks.modes import Mode
 from benchmarks.procs import REPO, Service, child_env, free_port, python_module
-from benchmarks.stats import percentile
+from benchmarks.stats import figure, percentile
 from gateway.testing.ports import wait_listening
 from gateway.testing.processes import gateway_argv, upstream_argv
 
@@ -58,6 +59,23 @@ class Measurement:
             "sys_us": self.sys_us,
             "authorizer_cpu_us": self.authorizer_cpu_us,
         }
+
+
+def run_figures(runs: Sequence[Measurement]) -> dict[str, Any]:
+    """The figures every row reports per concurrency: medians with min-max over its repeats."""
+    return {
+        "rps": figure([r.rps for r in runs]),
+        "p50_us": figure([r.p50_us for r in runs]),
+        "p99_us": figure([r.p99_us for r in runs]),
+        "cpu_us": figure([r.cpu_us for r in runs]),
+        "upstream_cpu_us": figure(
+            [r.upstream_cpu_us for r in runs if r.upstream_cpu_us is not None]
+        ),
+        "cpu_util": figure([r.cpu_util for r in runs]),
+        "calls": [r.calls for r in runs],
+        "failures": sum(r.failures for r in runs),
+        "runs": [r.summary() for r in runs],
+    }
 
 
 class Bench:

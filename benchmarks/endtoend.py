@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import fixtures
-from benchmarks.bench import Bench, Measurement, read_token_files
+from benchmarks.bench import Bench, Measurement, read_token_files, run_figures
 from benchmarks.check import CheckResult
 from benchmarks.env import nginx_version
 from benchmarks.procs import Service, free_port, python_module
@@ -218,18 +218,8 @@ def _row_result(row: Row) -> dict[str, Any]:
     for concurrency, runs in row.runs.items():
         pooled = [lat for run in runs for lat in run.latencies_us]
         per_c[str(concurrency)] = {
-            "rps": figure([r.rps for r in runs]),
-            "p50_us": figure([r.p50_us for r in runs]),
-            "p99_us": figure([r.p99_us for r in runs]),
-            "cpu_us": figure([r.cpu_us for r in runs]),
-            "upstream_cpu_us": figure(
-                [r.upstream_cpu_us for r in runs if r.upstream_cpu_us is not None]
-            ),
-            "cpu_util": figure([r.cpu_util for r in runs]),
+            **run_figures(runs),
             "sys_us": figure([r.sys_us for r in runs]),
-            "calls": [r.calls for r in runs],
-            "failures": sum(r.failures for r in runs),
-            "runs": [r.summary() for r in runs],
             "cdf_us": quantiles(pooled),
         }
     checked = row.check.summary()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import envoyconf, profiling, targets
-from benchmarks.bench import Bench, Measurement
+from benchmarks.bench import Bench, Measurement, run_figures
 from benchmarks.check import CheckResult, check
 from benchmarks.env import envoy_version
 from benchmarks.minimal import OK_CHECK_RESPONSE
@@ -362,20 +362,10 @@ def _row_result(row: EnvoyRow, upstream_answer: bytes) -> dict[str, Any]:
     for concurrency, runs in row.runs.items():
         authorizer = [r.authorizer_cpu_us for r in runs if r.authorizer_cpu_us is not None]
         per_c[str(concurrency)] = {
-            "rps": figure([r.rps for r in runs]),
-            "p50_us": figure([r.p50_us for r in runs]),
-            "p99_us": figure([r.p99_us for r in runs]),
-            "cpu_us": figure([r.cpu_us for r in runs]),
+            **run_figures(runs),
             "authorizer_cpu_us": figure(authorizer),
             "total_cpu_us": figure([r.cpu_us + (r.authorizer_cpu_us or 0.0) for r in runs]),
-            "upstream_cpu_us": figure(
-                [r.upstream_cpu_us for r in runs if r.upstream_cpu_us is not None]
-            ),
-            "cpu_util": figure([r.cpu_util for r in runs]),
             "authorizer_util": figure([r.authorizer_util for r in runs]),
-            "calls": [r.calls for r in runs],
-            "failures": sum(r.failures for r in runs),
-            "runs": [r.summary() for r in runs],
         }
     return {
         "title": row.title,
