@@ -89,7 +89,8 @@ class _Conditions:
         return ("true" if result else "false"), ""
 
 
-def _condition_context(resource: str, permission: str, now: datetime) -> ConditionContext:
+def condition_facts(resource: str, permission: str) -> tuple[str, str]:
+    """(resource.type, resource.service) a condition sees for `resource` under `permission`."""
     service = f"{permission.partition('.')[0]}.googleapis.com"
     parts = resource.split("/")
     collection = parts[-2] if len(parts) >= 2 and len(parts) % 2 == 0 else ""
@@ -99,6 +100,11 @@ def _condition_context(resource: str, permission: str, now: datetime) -> Conditi
         kind = f"{service}/{_TYPES[collection]}"
     else:
         kind = ""
+    return kind, service
+
+
+def _condition_context(resource: str, permission: str, now: datetime) -> ConditionContext:
+    kind, service = condition_facts(resource, permission)
     return ConditionContext(
         resource_name=resource, request_time=now, resource_type=kind, resource_service=service
     )
