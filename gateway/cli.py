@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     envoy.add_argument("--check-timeout", type=float, help="seconds one Check may take (2)")
     envoy.add_argument("--out", type=Path, help="write here instead of stdout")
 
+    compile_ = commands.add_parser(
+        "envoy-compile", help="compile the policy into Envoy's own filters (no opsgate per call)"
+    )
+    from gateway.envoy.compiled.arguments import add_arguments as add_compile_arguments
+
+    add_compile_arguments(compile_)
+
     health = commands.add_parser("health", help="ask a gateway's gRPC health service")
     health.add_argument("--address", default="127.0.0.1:8443", help="HOST:PORT of the gateway")
     health.add_argument(
@@ -147,6 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.envoy.bootstrap import write_config
 
         return write_config(args)
+    if args.command == "envoy-compile":
+        from gateway.envoy.compiled.command import run as run_compile
+
+        return run_compile(args)
     if args.command == "health":
         from gateway.observability.probe import check_health
 

@@ -16,7 +16,7 @@ log = logging.getLogger("opsgate.policy")
 Loader = Callable[[Path], Policy]
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
     """What changes when the file does (a ConfigMap update swaps a symlink: stat follows it)."""
     try:
         stat = os.stat(path)
@@ -40,7 +40,7 @@ class PolicyReloader:
         self.path = path
         self._load = load
         self._interval_s = interval_s
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._lock = asyncio.Lock()
         self.reloads = 0
         self.rejected = 0
@@ -49,7 +49,7 @@ class PolicyReloader:
         """Poll the file's stamp every interval; reload when it changes. Runs until cancelled."""
         while True:
             await asyncio.sleep(self._interval_s)
-            stamp = _stamp(self.path)
+            stamp = file_stamp(self.path)
             if stamp != self._stamp:
                 self._stamp = stamp
                 await self.reload(reason="file changed")

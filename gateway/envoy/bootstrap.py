@@ -296,13 +296,23 @@ def _listener(plan: _Plan, name: str, endpoint: Endpoint, door: str) -> dict[str
 
 
 def _connection_manager(plan: _Plan, name: str, door: str) -> dict[str, Any]:
-    longest = _seconds(plan.layout.longest_call_s)
-    filters = [_ext_authz(plan, door), _router()]
+    filters = [_ext_authz(plan, door), router()]
     if door == REST_DOOR:
         # Before ext_authz: the authorizer decides on the gRPC frame the upstream will decode.
         filters.insert(0, _transcoder(plan))
         # First, so last on the way out: the upstream's errors as Google's JSON error.
         filters.insert(0, google_errors_filter())
+    manager = connection_manager(name, door, plan.layout.longest_call_s)
+    manager["route_config"] = _routes(plan, name, door)
+    manager["http_filters"] = filters
+    manager["access_log"] = [_access_log(plan)]
+    return manager
+
+
+def connection_manager(name: str, door: str, longest_call_s: float) -> dict[str, Any]:
+    """The connection manager's settings every opsgate listener shares (Envoy at the edge);
+    the caller adds route_config, http_filters and access_log."""
+    longest = _seconds(longest_call_s)
     return {
         "@type": _HCM,
         "stat_prefix": name,
@@ -323,9 +333,6 @@ def _connection_manager(plan: _Plan, name: str, door: str) -> dict[str, Any]:
         },
         "stream_idle_timeout": longest,  # a held WaitOperation is idle until it ends
         "request_headers_timeout": "10s",
-        "route_config": _routes(plan, name, door),
-        "http_filters": filters,
-        "access_log": [_access_log(plan)],
     }
 
 
@@ -445,7 +452,7 @@ def _transcoder(plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _router() -> dict[str, Any]:
+def router() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
@@ -501,7 +508,7 @@ def _access_log(plan: _Plan) -> dict[str, Any]:
 # --- clusters ----------------------------------------------------------------------------------
 
 
-def _cluster(
+def one_address_cluster(
     name: str,
     endpoint: Endpoint,
     keepalive_s: float,
@@ -561,10 +568,20 @@ def _health_check(service: str) -> dict[str, Any]:
 
 
 def _upstream_cluster(plan: _Plan) -> dict[str, Any]:
-    cluster = _cluster(
-        UPSTREAM_CLUSTER, plan.upstream, plan.upstream_keepalive_s, plan.upstream_tls
+    return upstream_cluster(
+        plan.upstream,
+        plan.upstream_keepalive_s,
+        plan.upstream_tls,
+        plan.layout.upstream_health_service,
     )
-    cluster["health_checks"] = [_health_check(plan.layout.upstream_health_service)]
+
+
+def upstream_cluster(
+    endpoint: Endpoint, keepalive_s: float, tls: UpstreamTls | None, health_service: str
+) -> dict[str, Any]:
+    """Where allowed calls go, health-checked over grpc.health.v1."""
+    cluster = one_address_cluster(UPSTREAM_CLUSTER, endpoint, keepalive_s, tls)
+    cluster["health_checks"] = [_health_check(health_service)]
     return cluster
 
 
@@ -572,14 +589,14 @@ def _authorizer_http_cluster(plan: _Plan) -> dict[str, Any]:
     """The HTTP check over HTTP/1.1: a connection per check in flight, so the checks spread
     over `serve --workers N` (SO_REUSEPORT hands out connections, not requests)."""
     assert plan.authorizer_http is not None
-    cluster = _cluster(
+    cluster = one_address_cluster(
         AUTHORIZER_HTTP_CLUSTER, plan.authorizer_http, 30.0, plan.authorizer_tls, http2=False
     )
     return cluster
 
 
 def _authorizer_cluster(plan: _Plan) -> dict[str, Any]:
-    cluster = _cluster(AUTHORIZER_CLUSTER, plan.authorizer, 30.0, plan.authorizer_tls)
+    cluster = one_address_cluster(AUTHORIZER_CLUSTER, plan.authorizer, 30.0, plan.authorizer_tls)
     # Readiness ('' is SERVING once the policy and the issuers' keys are loaded): a replica
     # still starting or draining is not asked.
     cluster["health_checks"] = [_health_check("")]

@@ -1,0 +1,95 @@
+"""The checks before the policy, each its own RBAC filter so that a refusal can be told apart
+when Envoy answers it (the local reply sees the id of the last filter that passed the call):
+the token, its scopes, then the method, the name's hygiene and its route."""
+
+from __future__ import annotations
+
+from gateway.envoy.compiled import decisions, xds
+from gateway.envoy.compiled.authn_plan import AuthnPlan
+from gateway.envoy.compiled.routes import NAME_HEADER, RouteEntry
+from gateway.envoy.compiled.text import (
+    BAD_SEGMENTS,
+    LONG_NAME,
+    alternatives,
+    literal,
+    pattern_regex,
+    well_formed_name,
+)
+from gateway.envoy.compiled.tokens import lists_malformed, scopes_hold, valid
+from gateway.envoy.compiled.xds import Json
+
+TOKEN_PASSED = "token-ok"
+SCOPE_PASSED = "scope-ok"
+
+
+def _refuse(why: str) -> Json:
+    return xds.action(why, allow=False)
+
+
+def token_filter(authn: AuthnPlan) -> Json:
+    """What opsgate's authentication refuses and jwt_authn does not."""
+    entries: list[tuple[Json, Json]] = [
+        # More than one authorization header (Envoy joins their values with ',').
+        (xds.header_matches("authorization", "(?s:.*),(?s:.*)"), _refuse(decisions.INVALID_TOKEN))
+    ]
+    if authn.allow_anonymous:
+        # jwt_authn lets a call through without a bearer token; opsgate does so only for a
+        # call without any authorization header (a Basic one is refused, not anonymous).
+        anyone = xds.any_of(*(rule.provider.present() for rule in authn.rules))
+        presented = xds.header_matches("authorization", "(?s:.*)")
+        entries.append(
+            (xds.all_of(presented, xds.negate(anyone)), _refuse(decisions.INVALID_TOKEN))
+        )
+    for rule in authn.rules:
+        invalid = xds.any_of(xds.negate(xds.cel(valid(rule))), lists_malformed(rule))
+        entries.append(
+            (xds.all_of(rule.provider.present(), invalid), _refuse(decisions.INVALID_TOKEN))
+        )
+    passed = xds.action(TOKEN_PASSED, allow=True)
+    return xds.rbac_filter("opsgate.token", xds.first_of(entries, passed))
+
+
+def scope_filter(authn: AuthnPlan) -> Json:
+    entries = [
+        (
+            xds.all_of(rule.provider.present(), xds.negate(xds.cel(scopes_hold(rule)))),
+            _refuse(decisions.INSUFFICIENT_SCOPE),
+        )
+        for rule in authn.rules
+    ]
+    passed = xds.action(SCOPE_PASSED, allow=True)
+    return xds.rbac_filter("opsgate.scope", xds.first_of(entries, passed))
+
+
+def routed_methods(routes: tuple[RouteEntry, ...]) -> str:
+    return alternatives(literal(m) for m in sorted({entry.method for entry in routes}))
+
+
+def route_filter(routes: tuple[RouteEntry, ...]) -> Json:
+    """The method, then name_problem's hygiene, then the first route whose pattern fits: the
+    call passes as route:K (the route filters key on it)."""
+    name = xds.header(NAME_HEADER)
+    entries: list[tuple[Json, Json]] = [
+        (
+            xds.negate(xds.header_matches(":path", routed_methods(routes))),
+            _refuse(decisions.UNIMPLEMENTED),
+        ),
+        (
+            xds.negate(xds.matches(name, xds.regex(well_formed_name()))),
+            _refuse(decisions.INVALID_NAME),
+        ),
+        (xds.matches(name, xds.regex(BAD_SEGMENTS)), _refuse(decisions.INVALID_NAME)),
+        (xds.matches(name, xds.regex(LONG_NAME)), _refuse(decisions.INVALID_NAME)),
+    ]
+    for method in sorted({entry.method for entry in routes}):
+        per_route = [
+            (
+                xds.matches(name, xds.regex(pattern_regex(entry.route.segments))),
+                xds.action(decisions.route_id(entry.number), allow=True),
+            )
+            for entry in routes
+            if entry.method == method
+        ]
+        nested = xds.first_of(per_route, _refuse(decisions.INVALID_NAME))
+        entries.append((xds.header_is(":path", method), xds.then(nested)))
+    return xds.rbac_filter("opsgate.route", xds.first_of(entries, _refuse(decisions.UNIMPLEMENTED)))
