@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 
 from gateway.config import Settings
+from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.envoy.compiled.command import Compiler
 from gateway.envoy.compiled.resources import CompiledLayout, bootstrap
-from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.outcome import MemorySink
 from gateway.profile import load_profile
 from gateway.server import Gateway, start_gateway
