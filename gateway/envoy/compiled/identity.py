@@ -200,8 +200,10 @@ class Identities:
             found.extend(_chunked(provider.header("sub"), wanted.subjects, "{}"))
         if wanted.groups:
             # One element of the JSON list the formatter writes: a quote can only open or
-            # close a string where it follows '[' or ',' or precedes ',' or ']'.
-            element = r'(?s:.*)[\[,]"(?:group:)?{}"[,\]](?s:.*)'
+            # close a string where it follows '[' or ',' or precedes ',' or ']'. opsgate drops
+            # a leading "group:" as written, then (group_key, after folding ASCII case) once more.
+            again = caseless("group:")
+            element = rf'(?s:.*)[\[,]"(?:group:)?(?:{again})?{{}}"[,\]](?s:.*)'
             found.extend(_chunked(provider.groups_header, map(caseless, wanted.groups), element))
         return found
 
