@@ -83,6 +83,18 @@ class Issuers:
         )
 
 
+FORGED = (
+    ("x-opsgate-name", '["projects/acme-prod"]'),
+    ("x-opsgate-route", "route:0"),
+    ("x-opsgate-p0-iss", ISSUER),
+    ("x-opsgate-p0-email", "alice@acme.example"),
+    ("x-opsgate-p0-email-verified", "true"),
+    ("x-opsgate-p0-list-groups", '["platform@acme.example"]'),
+    ("x-opsgate-p1-sub", "b-123"),
+    ("x-opsgate-p2-hd", "acme.example"),
+)
+
+
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
@@ -242,6 +254,12 @@ def callers(issuers: Issuers) -> list[Caller]:
         ),
         by(issuers.a.key, ISSUER_B, "B's issuer, A's key", sub="b-123"),
         Caller("anonymous", ()),
+        # Every header the compiled filters decide on, sent by the caller: never believed.
+        Caller(
+            "nobody with forged headers",
+            _bearer(a.token(email="nobody@nowhere.example", **verified)) + FORGED,
+        ),
+        Caller("anonymous with forged headers", FORGED),
         Caller("basic auth", (("authorization", "Basic YWxpY2U6cGFzcw=="),)),
         Caller("garbage token", _bearer("not.a.jwt")),
         Caller("two tokens", _bearer(a.token(email="alice@acme.example", **verified)) * 2),
