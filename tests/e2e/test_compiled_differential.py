@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.testing.envoy import envoy_available
+from gateway.testing.idp import local_idp
 from gateway.testing.loop import LoopThread
 from tests.support.compiled_cases import PROJECTS, Case, Issuers, cases, policy_yaml
 from tests.support.compiled_stack import CompiledStack, code_of, compiled_stack
@@ -26,10 +27,11 @@ EXAMPLE_PROJECTS = ["acme-prod", "acme-staging", "globex-analytics"]
 
 
 @pytest.fixture
-def issuers(tmp_path: Path) -> Issuers:
-    found = Issuers(make_identity(tmp_path))
-    found.write_key_sets()
-    return found
+def issuers(tmp_path: Path) -> Iterator[Issuers]:
+    with local_idp() as idp:
+        found = Issuers(make_identity(tmp_path), idp)
+        found.write_key_sets()
+        yield found
 
 
 @pytest.fixture
@@ -57,10 +59,20 @@ def _differences(answers: list[tuple[Case, str, str]]) -> list[str]:
 
 
 def _run(
-    loop: LoopThread, issuers: Issuers, policy: Path, projects: list[str], pool: ThreadPoolExecutor
+    loop: LoopThread,
+    issuers: Issuers,
+    policy: Path,
+    projects: list[str],
+    pool: ThreadPoolExecutor,
+    *,
+    anonymous: bool = False,
 ) -> list[tuple[Case, str, str]]:
     with compiled_stack(
-        loop, issuers.a, policy, authentication_yaml=issuers.authentication_yaml()
+        loop,
+        issuers.a,
+        policy,
+        authentication_yaml=issuers.authentication_yaml(),
+        authorization_yaml="  allow_anonymous: true\n" if anonymous else "",
     ) as stack:
         return _answers(stack, list(cases(issuers, projects)), pool)
 
@@ -88,7 +100,8 @@ def test_generated_policies_decide_the_same(
 ) -> None:
     policy = tmp_path / f"generated-{seed}.yaml"
     policy.write_text(policy_yaml(seed))
-    answers = _run(loop, issuers, policy, PROJECTS, pool)
+    # Odd seeds let calls without any authorization header through as allUsers.
+    answers = _run(loop, issuers, policy, PROJECTS, pool, anonymous=seed % 2 == 1)
     assert len(answers) > 3000
     assert "OK" in {own for _, _, own in answers}
     assert _differences(answers) == []

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.longrunning import operations_pb2
 
+from gateway.testing.idp import LocalIdp
 from gateway.testing.tokens import SigningKey, claims, rsa_key
 from tests.support.stack import AUDIENCE, ISSUER, Identity
 
@@ -52,19 +53,29 @@ class Case:
         return f"{self.caller.label} {self.method} {self.name!r}"
 
 
+ACCOUNT = "ci-deployer@acme-prod.iam.gserviceaccount.com"
+GOOGLE = "https://accounts.google.com"
+
+
 @dataclass
 class Issuers:
-    """Three trusted issuers (A is the test identity), and a key nobody trusts."""
+    """Three trusted issuers (A is the test identity), Google's ID tokens and one service
+    account's own JWTs (their keys served by `idp`), and a key nobody trusts."""
 
     a: Identity
+    idp: LocalIdp
     b: SigningKey = field(default_factory=rsa_key)
     c: SigningKey = field(default_factory=rsa_key)
+    google: SigningKey = field(default_factory=lambda: rsa_key(fresh=True))
+    account: SigningKey = field(default_factory=lambda: rsa_key(fresh=True))
     stranger: SigningKey = field(default_factory=lambda: rsa_key(fresh=True))
 
     def write_key_sets(self) -> None:
         for name, key in (("b", self.b), ("c", self.c)):
             jwks = {"keys": [key.jwk]}
             (self.a.directory / f"jwks-{name}.json").write_text(json.dumps(jwks))
+        self.idp.serve_json("/google-certs", {"keys": [self.google.jwk]})
+        self.idp.serve_json(f"/sa/{ACCOUNT}", {"keys": [self.account.jwk]})
 
     def authentication_yaml(self) -> str:
         """More issuers, continuing the `issuers:` list the test identity's section opens."""
@@ -80,6 +91,14 @@ class Issuers:
             f"      jwks_file: {directory / 'jwks-c.json'}\n"
             "      emails_verified: true\n"
             "      trust_hosted_domain: true\n"
+            "  google_id_tokens:\n"
+            f"    audiences: [{AUDIENCE}]\n"
+            f"    certs_url: {self.idp.url('/google-certs')}\n"
+            "    groups_claim: groups\n"
+            "  service_account_jwts:\n"
+            f"    allowed: [{ACCOUNT}]\n"
+            f"    audiences: [{AUDIENCE}]\n"
+            f"    keys_url: {self.idp.base_url}/sa/{{email}}\n"
         )
 
 
@@ -253,6 +272,69 @@ def callers(issuers: Issuers) -> list[Caller]:
             **verified,
         ),
         by(issuers.a.key, ISSUER_B, "B's issuer, A's key", sub="b-123"),
+        by(
+            issuers.google,
+            GOOGLE,
+            "Google alice",
+            email="alice@acme.example",
+            hd="acme.example",
+            **verified,
+        ),
+        by(
+            issuers.google,
+            "accounts.google.com",
+            "Google, short iss",
+            email="bob@acme.example",
+            **verified,
+        ),
+        by(
+            issuers.google,
+            GOOGLE,
+            "Google hd only",
+            email="x@gmail.example",
+            hd="acme.example",
+            **verified,
+        ),
+        by(issuers.google, GOOGLE, "Google unverified", email="alice@acme.example"),
+        by(issuers.account, ACCOUNT, "service account", sub=ACCOUNT),
+        by(
+            issuers.account,
+            ACCOUNT,
+            "service account claiming alice",
+            sub=ACCOUNT,
+            email="alice@acme.example",
+            groups=["platform@acme.example"],
+            **verified,
+        ),
+        Caller(
+            "service account, scope not aud",
+            _bearer(
+                issuers.account.sign(
+                    {"iss": ACCOUNT, "sub": ACCOUNT, "scope": SCOPE, "iat": now, "exp": now + 600}
+                )
+            ),
+        ),
+        Caller(
+            "service account, neither aud nor scope",
+            _bearer(
+                issuers.account.sign({"iss": ACCOUNT, "sub": ACCOUNT, "iat": now, "exp": now + 600})
+            ),
+        ),
+        by(
+            issuers.account,
+            ACCOUNT.upper(),
+            "service account, iss in capitals",
+            sub=ACCOUNT.upper(),
+        ),
+        by(issuers.account, ACCOUNT, "service account, sub differs", sub="other@acme.example"),
+        by(
+            issuers.account,
+            ACCOUNT,
+            "service account, lives 2 h",
+            sub=ACCOUNT,
+            iat=now,
+            exp=now + 7200,
+        ),
         Caller("anonymous", ()),
         # Every header the compiled filters decide on, sent by the caller: never believed.
         Caller(

@@ -41,6 +41,9 @@ def token_filter(authn: AuthnPlan) -> Json:
             (xds.all_of(presented, xds.negate(anyone)), _refuse(decisions.INVALID_TOKEN))
         )
     for rule in authn.rules:
+        other = rule.provider.verified_other()
+        if other is not None:
+            entries.append((other, _refuse(decisions.INVALID_TOKEN)))
         invalid = xds.any_of(xds.negate(xds.cel(valid(rule))), lists_malformed(rule))
         entries.append(
             (xds.all_of(rule.provider.present(), invalid), _refuse(decisions.INVALID_TOKEN))

@@ -67,8 +67,19 @@ class Provider:
         return self.list_header("groups")
 
     def present(self) -> Json:
-        """This provider verified the call's token."""
+        """This provider verified the call's token (a service account's: its own)."""
+        if self.kind == "service_account":
+            assert self.account is not None
+            return xds.header_matches(self.header("iss"), caseless(self.account))
         return xds.header_matches(self.header("iss"), ".+")
+
+    def verified_other(self) -> Json | None:
+        """A token this provider's keys verified that names someone else (a service
+        account's keys sign for it alone); None when the provider checks `iss` itself."""
+        if self.kind != "service_account":
+            return None
+        signed = xds.header_matches(self.header("iss"), "(?s:.*)")
+        return xds.all_of(signed, xds.negate(self.present()))
 
     def verified(self) -> Json:
         """The token's email is verified, as opsgate reads email_verified for this issuer."""

@@ -50,7 +50,6 @@ def jwt_authn(rules: Sequence[TokenRules], allow_anonymous: bool) -> Json:
     for rule in rules:
         provider = rule.provider
         config: Json = {
-            "issuer": provider.issuer,
             "audiences": list(rule.audiences),
             # Kept for the DENY filter's size check; removed after it unless the config
             # forwards it (authentication.forward_authorization).
@@ -59,8 +58,11 @@ def jwt_authn(rules: Sequence[TokenRules], allow_anonymous: bool) -> Json:
             "clock_skew_seconds": rule.clock_skew_s,
             "require_expiration": True,
         }
-        if provider.kind == "service_account":
-            config["subjects"] = {"exact": provider.issuer}
+        if provider.kind != "service_account":
+            config["issuer"] = provider.issuer
+        # A service account's own JWT names it in `iss` in any case (opsgate compares the
+        # canonical email): the provider takes any iss its keys sign, and the token filter
+        # refuses one that is not the account (Provider.present, account_mismatch).
         if rule.keys.file is not None:
             config["local_jwks"] = {"filename": str(rule.keys.file)}
         else:
@@ -177,6 +179,9 @@ def valid(rule: TokenRules) -> Json:
                 if not provider.emails_verified
                 else c.either(said, c.negated(c.has(payload, "email_verified")))
             )
+    elif provider.kind == "service_account":
+        iss, sub = _claim(payload, "iss"), _claim(payload, "sub")
+        parts.append(c.both(c.has(payload, "sub"), c.call("_==_", sub, iss)))
     elif provider.kind == "sub":
         sub = _claim(payload, "sub")
         parts.append(c.both(c.has(payload, "sub"), c.call("_!=_", sub, c.const(""))))
