@@ -9,7 +9,10 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="opsgate's YAML config file")
     parser.add_argument(
-        "--out", type=Path, required=True, help="directory for bootstrap.yaml, lds.json, cds.json"
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="directory for bootstrap.yaml, lds.json, cds.json",
     )
     parser.add_argument("--listen", default="0.0.0.0:10000", help="Envoy's gRPC listener")
     parser.add_argument("--upstream", help="HOST:PORT allowed calls go to (default: upstream)")
@@ -17,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--audit",
         help="HOST:PORT of an `opsgate serve` with envoy: set, which writes each call's record",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only say whether the policy compiles; write nothing"
     )
     parser.add_argument(
         "--watch", action="store_true", help="recompile whenever the policy file changes"

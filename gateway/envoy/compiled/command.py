@@ -16,7 +16,12 @@ from gateway.envoy.bootstrap import to_yaml
 from gateway.envoy.compiled.authn_plan import plan_authn
 from gateway.envoy.compiled.compiler import Compiled, compile_policy
 from gateway.envoy.compiled.problems import Refused
-from gateway.envoy.compiled.resources import CompiledLayout, bootstrap, write_resources
+from gateway.envoy.compiled.resources import (
+    CompiledLayout,
+    bootstrap,
+    write_atomically,
+    write_resources,
+)
 from gateway.envoy.descriptors import descriptor_bin
 from gateway.errors import ConfigError
 from gateway.policy.loader import load_policy
@@ -65,6 +70,12 @@ def compiler_from_args(args: argparse.Namespace) -> Compiler:
 
 def run(args: argparse.Namespace) -> int:
     compiler = compiler_from_args(args)
+    compiled = _compiled(compiler)
+    if compiled is None:
+        return 1
+    if args.check:
+        print(f"opsgate: the policy compiles ({_summary(compiled)}); nothing written (--check)")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     header = (
         f"Envoy bootstrap written by `opsgate envoy-compile` (opsgate {__version__}) from "
@@ -72,25 +83,38 @@ def run(args: argparse.Namespace) -> int:
         f"The policy, compiled, is in {args.out}/lds.json and cds.json: Envoy reloads them",
         "whenever they are replaced (`opsgate envoy-compile --watch` does so on each change).",
     )
-    (args.out / BOOTSTRAP_FILE).write_text(to_yaml(bootstrap(compiler.layout), header))
-    if not _recompile(compiler):
-        return 1
+    write_atomically(args.out / BOOTSTRAP_FILE, to_yaml(bootstrap(compiler.layout), header))
+    _write(compiler, compiled)
     if not args.watch:
         return 0
     return watch(compiler, args.interval)
 
 
-def _recompile(compiler: Compiler) -> bool:
-    """Compile and write; on a refusal, say why and leave what is written alone."""
+def _compiled(compiler: Compiler) -> Compiled | None:
+    """The policy compiled, or None after saying why it does not compile."""
     try:
-        compiled = compiler.compile()
+        return compiler.compile()
     except (Refused, ConfigError) as exc:
         print(f"opsgate: the policy does not compile; nothing written:\n{exc}", file=sys.stderr)
-        return False
+        return None
+
+
+def _summary(compiled: Compiled) -> str:
+    return ", ".join(f"{value} {key}" for key, value in compiled.counts.items())
+
+
+def _write(compiler: Compiler, compiled: Compiled) -> None:
     version = compiler.write(compiled)
-    counts = ", ".join(f"{value} {key}" for key, value in compiled.counts.items())
-    print(f"opsgate: compiled policy {version} ({counts}) written to {compiler.layout.directory}")
-    return True
+    where = compiler.layout.directory
+    print(f"opsgate: compiled policy {version} ({_summary(compiled)}) written to {where}")
+
+
+def _recompile(compiler: Compiler) -> bool:
+    """Compile and write; on a refusal, say why and leave what is written alone."""
+    compiled = _compiled(compiler)
+    if compiled is not None:
+        _write(compiler, compiled)
+    return compiled is not None
 
 
 def watch(compiler: Compiler, interval_s: float) -> int:
