@@ -187,7 +187,8 @@ def _rfc3339(ns: int) -> str:
     """A timestamp in the one spelling every RFC 3339 reader takes: UTC, 'Z', nanoseconds."""
     seconds, fraction = divmod(ns, 1_000_000_000)
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+    # Not strftime's %Y: it writes year 999 as "999", which no RFC 3339 reader takes.
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
 def walk(expr: Json) -> Iterator[Json]:
