@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway.envoy.compiled.xds import Json
+from gateway.errors import OpsgateError
 from gateway.policy.cel.parser import Binary, Call, Ident, Lit, Node, Parser, Select, Unary
 from gateway.policy.cel.timeutil import parse_timestamp
 from gateway.policy.cel.types import BOOL, INT, STRING
@@ -94,8 +95,10 @@ def name_fits_in_bytes(limit: int) -> Json:
 # --- opsgate's IAM conditions ---------------------------------------------------------------
 
 
-class Untranslatable(Exception):
+class Untranslatable(OpsgateError):
     """A condition outside what the compiled tier runs exactly as opsgate does."""
+
+    reason = "CONDITION_NOT_COMPILABLE"
 
     def __init__(self, problem: str, column: int) -> None:
         super().__init__(problem)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.errors import OpsgateError
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -16,8 +18,10 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class Refused(Exception):
+class Refused(OpsgateError):
     """The compiler refuses: nothing is written, and what is in force stays in force."""
+
+    reason = "POLICY_NOT_COMPILABLE"
 
     def __init__(self, problems: tuple[Problem, ...]) -> None:
         self.problems = problems
