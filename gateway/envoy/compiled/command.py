@@ -19,7 +19,7 @@ from gateway.envoy.compiled.problems import Refused
 from gateway.envoy.compiled.resources import (
     CompiledLayout,
     bootstrap,
-    write_atomically,
+    render_resources,
     write_resources,
 )
 from gateway.envoy.descriptors import descriptor_bin
@@ -39,6 +39,7 @@ class Compiler:
     settings: Settings
     profile: ServiceProfile
     layout: CompiledLayout
+    source: str = "<config>"  # the config file, named in problems
 
     def compile(self) -> Compiled:
         """The policy file as it is now, compiled; raises Refused or ConfigError."""
@@ -47,12 +48,17 @@ class Compiler:
         return compile_policy(
             policy,
             self.profile,
-            plan_authn(self.settings),
+            plan_authn(self.settings, self.source),
             descriptor_bin=descriptor_bin(self.profile),
         )
 
+    def render(self, compiled: Compiled) -> dict[str, str]:
+        """The files to write; raises ConfigError (e.g. no upstream) before any is written."""
+        return render_resources(compiled, self.layout, self.settings, self.profile.service)
+
     def write(self, compiled: Compiled) -> str:
-        return write_resources(compiled, self.layout, self.settings, self.profile.service)
+        write_resources(self.layout.directory, self.render(compiled))
+        return compiled.policy_etag
 
 
 def compiler_from_args(args: argparse.Namespace) -> Compiler:
@@ -65,35 +71,39 @@ def compiler_from_args(args: argparse.Namespace) -> Compiler:
         admin=args.admin,
         audit=args.audit,
     )
-    return Compiler(settings, load_profile(authz.profile, authz.profile_file), layout)
+    profile = load_profile(authz.profile, authz.profile_file)
+    return Compiler(settings, profile, layout, str(args.config))
 
 
 def run(args: argparse.Namespace) -> int:
     compiler = compiler_from_args(args)
-    compiled = _compiled(compiler)
-    if compiled is None:
+    policy_file = compiler.settings.authorization.policy_file
+    stamp = file_stamp(policy_file)  # before reading it: an edit from now on is seen
+    documents = _rendered(compiler)
+    if documents is None:
         return 1
+    compiled, _ = documents
     if args.check:
         print(f"opsgate: the policy compiles ({_summary(compiled)}); nothing written (--check)")
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     header = (
         f"Envoy bootstrap written by `opsgate envoy-compile` (opsgate {__version__}) from "
         f"{args.config}.",
         f"The policy, compiled, is in {args.out}/lds.json and cds.json: Envoy reloads them",
         "whenever they are replaced (`opsgate envoy-compile --watch` does so on each change).",
     )
-    write_atomically(args.out / BOOTSTRAP_FILE, to_yaml(bootstrap(compiler.layout), header))
+    write_resources(args.out, {BOOTSTRAP_FILE: to_yaml(bootstrap(compiler.layout), header)})
     _write(compiler, compiled)
     if not args.watch:
         return 0
-    return watch(compiler, args.interval)
+    return watch(compiler, args.interval, stamp)
 
 
-def _compiled(compiler: Compiler) -> Compiled | None:
-    """The policy compiled, or None after saying why it does not compile."""
+def _rendered(compiler: Compiler) -> tuple[Compiled, dict[str, str]] | None:
+    """The policy compiled and its files, or None after saying why there are none."""
     try:
-        return compiler.compile()
+        compiled = compiler.compile()
+        return compiled, compiler.render(compiled)
     except (Refused, ConfigError) as exc:
         print(f"opsgate: the policy does not compile; nothing written:\n{exc}", file=sys.stderr)
         return None
@@ -104,26 +114,24 @@ def _summary(compiled: Compiled) -> str:
 
 
 def _write(compiler: Compiler, compiled: Compiled) -> None:
-    version = compiler.write(compiled)
+    """Write the listener and clusters of `compiled` (already rendered once: it renders)."""
+    compiler.write(compiled)
     where = compiler.layout.directory
-    print(f"opsgate: compiled policy {version} ({_summary(compiled)}) written to {where}")
+    print(
+        f"opsgate: compiled policy {compiled.policy_etag} ({_summary(compiled)}) written to {where}"
+    )
 
 
-def _recompile(compiler: Compiler) -> bool:
-    """Compile and write; on a refusal, say why and leave what is written alone."""
-    compiled = _compiled(compiler)
-    if compiled is not None:
-        _write(compiler, compiled)
-    return compiled is not None
-
-
-def watch(compiler: Compiler, interval_s: float) -> int:
-    """Recompile on every change of the policy file, until interrupted."""
+def watch(compiler: Compiler, interval_s: float, stamp: tuple[int, int, int] | None) -> int:
+    """Recompile on every change of the policy file after `stamp`, until interrupted; a
+    version that does not compile is reported and the one in force stays."""
     path = compiler.settings.authorization.policy_file
-    stamp = file_stamp(path)
     while True:
         time.sleep(interval_s)
         now = file_stamp(path)
-        if now != stamp:
-            stamp = now
-            _recompile(compiler)
+        if now == stamp:
+            continue
+        stamp = now
+        documents = _rendered(compiler)
+        if documents is not None:
+            _write(compiler, documents[0])

@@ -47,7 +47,8 @@ def compile_policy(
     deny = deny_filter(policy, routes, identities, problems)
     allow, counts = allow_filter(policy, routes, identities, problems)
     if problems:
-        raise Refused(tuple(problems))
+        # A condition is translated once per route it applies to: each problem said once.
+        raise Refused(tuple(dict.fromkeys(problems)))
     filters = [
         jwt_authn(authn.rules, authn.allow_anonymous),
         field_extraction(profile, descriptor_bin),

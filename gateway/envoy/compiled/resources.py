@@ -30,6 +30,7 @@ LISTENERS_FILE = "lds.json"
 CLUSTERS_FILE = "cds.json"
 AUDIT_CLUSTER = "opsgate_audit"
 COMPILED_LOG_NAME = "opsgate-compiled"  # the access-log entries of the compiled tier
+POLICY_ETAG_TAG = "opsgate-policy-etag"  # custom tag: the policy each entry was decided by
 _TYPE = "type.googleapis.com/"
 # Envoy refuses a regex whose RE2 program is larger than this runtime value (100 by default):
 # the compiled matchers hold member lists, each regex at most a thousand alternatives long.
@@ -108,7 +109,7 @@ def listener(compiled: Compiled, layout: CompiledLayout, service: str) -> Json:
     manager["http_filters"] = [*compiled.http_filters, router()]
     manager["local_reply_config"] = local_replies(compiled.routes, service)
     if layout.audit is not None:
-        manager["access_log"] = [_access_log(layout)]
+        manager["access_log"] = [_access_log(layout, compiled.policy_etag)]
     return {
         "@type": _TYPE + "envoy.config.listener.v3.Listener",
         "name": GRPC_LISTENER,
@@ -126,9 +127,11 @@ def listener(compiled: Compiled, layout: CompiledLayout, service: str) -> Json:
     }
 
 
-def _access_log(layout: CompiledLayout) -> Json:
+def _access_log(layout: CompiledLayout, policy_etag: str) -> Json:
     """Every call, allowed or refused, to opsgate's access-log service: each entry carries the
-    deciding RBAC id, the verified claims and the name (dynamic metadata) and the final status."""
+    deciding RBAC id, the verified claims and the name (dynamic metadata), the final status,
+    and the etag of the policy compiled into this listener (a literal custom tag: an entry
+    always names the policy that decided it, whatever Envoy reloads meanwhile)."""
     logged = list(LOGGED_RESPONSE_HEADERS)
     return {
         "name": "envoy.access_loggers.http_grpc",
@@ -140,6 +143,7 @@ def _access_log(layout: CompiledLayout) -> Json:
                 "transport_api_version": "V3",
                 "buffer_flush_interval": f"{layout.access_log_flush_s:g}s",
                 "buffer_size_bytes": 262144,
+                "custom_tags": [{"tag": POLICY_ETAG_TAG, "literal": {"value": policy_etag}}],
             },
             "additional_request_headers_to_log": [NAME_HEADER],
             "additional_response_headers_to_log": logged,
@@ -183,16 +187,24 @@ def write_atomically(path: Path, content: str) -> None:
         raise
 
 
-def write_resources(
+def render_resources(
     compiled: Compiled, layout: CompiledLayout, settings: Settings, service: str
-) -> str:
-    """Clusters first (the listener names them), then the listener; returns the version."""
+) -> dict[str, str]:
+    """file name -> content, clusters first (the listener names them); raises ConfigError
+    (before anything is written) when the config lacks what they need."""
     version = compiled.policy_etag
-    layout.directory.mkdir(parents=True, exist_ok=True)
-    for name, resources in (
-        (CLUSTERS_FILE, clusters(compiled, layout, settings)),
-        (LISTENERS_FILE, [listener(compiled, layout, service)]),
-    ):
-        document = {"version_info": version, "resources": resources}
-        write_atomically(layout.directory / name, json.dumps(document, separators=(",", ":")))
-    return version
+    documents = {
+        CLUSTERS_FILE: clusters(compiled, layout, settings),
+        LISTENERS_FILE: [listener(compiled, layout, service)],
+    }
+    return {
+        name: json.dumps({"version_info": version, "resources": resources}, separators=(",", ":"))
+        for name, resources in documents.items()
+    }
+
+
+def write_resources(directory: Path, documents: dict[str, str]) -> None:
+    """Each document replaced atomically, in order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in documents.items():
+        write_atomically(directory / name, content)
