@@ -20,15 +20,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import endtoend, envoyrows, plots, profiling, report, scenarios, targets, wire
+from benchmarks import (
+    compiledrows,
+    endtoend,
+    envoyrows,
+    plots,
+    profiling,
+    report,
+    scenarios,
+    targets,
+    wire,
+)
 from benchmarks.bench import Bench
 from benchmarks.env import ensure_tools, machine, versions
 from benchmarks.modes import MODES, Mode
 from benchmarks.procs import REPO, python_module
 
-PHASES = ("micro", "rows", "envoy", "library", "scale", "long_calls", "memory")
+PHASES = ("micro", "rows", "envoy", "compiled", "library", "scale", "long_calls", "memory")
 # Run in the full mode, and in the others only when asked for by name (--only envoy).
-ON_REQUEST = ("envoy",)
+ON_REQUEST = ("envoy", "compiled")
 HERE = Path(__file__).resolve().parent
 
 
@@ -108,6 +118,7 @@ NEEDS: dict[str, dict[str, float]] = {
     "micro": {"smoke": 3, "quick": 15, "full": 60},
     "rows": {"smoke": 5, "quick": 40, "full": 300},
     "envoy": {"smoke": 5, "quick": 40, "full": 330},
+    "compiled": {"smoke": 5, "quick": 60, "full": 400},
     "library": {"smoke": 0, "quick": 8, "full": 40},
     "scale": {"smoke": 0, "quick": 8, "full": 40},
     "long_calls": {"smoke": 0, "quick": 8, "full": 40},
@@ -118,6 +129,7 @@ RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "micro": _micro,
     "rows": _rows,
     "envoy": envoyrows.run_envoy,
+    "compiled": compiledrows.run_compiled,
     "library": scenarios.run_library,
     "scale": scenarios.run_scale,
     "long_calls": scenarios.run_long_calls,

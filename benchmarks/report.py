@@ -162,6 +162,7 @@ def render(results: dict[str, Any]) -> str:
     _targets(add, results)
     _rows(add, results)
     _envoy(add, results)
+    _compiled(add, results)
     _library(add, results)
     _scale(add, results)
     _memory(add, results)
@@ -730,3 +731,233 @@ def _why(results: dict[str, Any], phase: str) -> str:
         if skipped["phase"] == phase:
             return f"Skipped: {skipped['why']}\n"
     return "Not measured in this mode.\n"
+
+
+# --- issue 18: the policy compiled into Envoy ----------------------------------------------------
+
+_COMPILED_ABOUT = (
+    "The policy compiled into Envoy's own filters (`gateway.envoy.compiled`, as `opsgate "
+    "envoy-compile` writes it: jwt_authn → grpc_field_extraction → claims into headers → RBAC "
+    "token, scope, route → route into a header → RBAC deny rules → RBAC bindings), each policy "
+    "in its own Envoy {version} (`--concurrency 1`, listener and clusters read from lds.json "
+    "and cds.json, no access log), in front of the same seeded upstream as every other row. "
+    "Policies from benchmarks/compiledpolicies.py: **spread** (bindings over many projects, "
+    "their locations and a few operations, about 3 per resource, 3% conditional, two deny "
+    "rules per project, 20 static groups) and the worst case of **every binding on one "
+    "resource** (the location the calls name); every binding names 1-4 users and 0-2 groups "
+    "from pools that grow with the policy. Four callers make the same GetOperation, each "
+    "token listing {groups} groups: **user-bound** (their email is bound on the location; "
+    "refused: bound only elsewhere in the project and in other projects) and **group-bound** "
+    "(the last group their token lists is bound there; refused: bound only elsewhere); their "
+    "members sort last in the compiler's sorted member regexes. Every row here was measured "
+    "in this phase at c={at} with h2load, {repeats} interleaved repeats, the row order "
+    "rotated; the baseline rows (opsgate's proxy, the Envoy hop, Envoy jwt_authn + rbac, "
+    "Envoy + opsgate's authorizer) are the envoy phase's, started by its helpers. Envoy CPU "
+    "per call is the Envoy process's; refused calls never reach the upstream, so they cost "
+    "Envoy less than allowed ones."
+)
+
+
+def _kind_cells(
+    rows: dict[str, Any], prefix: str, at: str, metric: str, base: float | None
+) -> list[str]:
+    from benchmarks.compiledpolicies import KINDS
+
+    cells = []
+    for kind in KINDS:
+        row = rows.get(f"{prefix}-{kind}")
+        fig = (row or {}).get("concurrency", {}).get(at, {}).get(metric)
+        text = fmt(fig)
+        if base and fig and fig.get("median") is not None and metric == "cpu_us":
+            text += f" · **{fig['median'] / base:.2f}x**"
+        cells.append(text)
+    return cells
+
+
+def _compiled(add: Any, results: dict[str, Any]) -> None:
+    add("## The policy compiled into Envoy (issue 18)\n")
+    compiled = results.get("compiled")
+    if not compiled or "rows" not in compiled:
+        add((compiled or {}).get("skipped") or _why(results, "compiled"))
+        add("")
+        return
+    rows, configs = compiled["rows"], compiled["configs"]
+    at = str(compiled["concurrency"])
+    groups = next(iter(compiled["callers"].values()))["groups"]
+    add(
+        _COMPILED_ABOUT.format(
+            version=compiled.get("envoy_version") or "",
+            groups=groups,
+            at=at,
+            repeats=results["meta"]["repeats"],
+        )
+        + "\n"
+    )
+    base_row = rows.get("envoy-jwt-rbac")
+    base_fig = (base_row or {}).get("concurrency", {}).get(at, {}).get("cpu_us")
+    base = base_fig.get("median") if base_fig else None
+    add(f"**Baseline rows, c={at}**\n")
+    add("| row | front-end CPU/call, µs | authorizer, µs | sum, µs | requests/s | p50, ms |")
+    add("|---|---|---|---|---|---|")
+    for key in ("envoy-hop", "envoy-jwt-rbac", "opsgate-proxy", "envoy-opsgate"):
+        row = rows.get(key)
+        if not row:
+            continue
+        figs = row["concurrency"].get(at, {})
+        add(
+            f"| {row['title']} | {fmt(figs.get('cpu_us'))} | "
+            f"{fmt(figs.get('authorizer_cpu_us'))} | {fmt(figs.get('total_cpu_us'))} | "
+            f"{fmt(figs.get('rps'))} | {_ms(figs.get('p50_us'))} |"
+        )
+    add("")
+    from benchmarks.compiledpolicies import KINDS
+
+    titles = " | ".join(k.replace("_", " ") for k in KINDS)
+    for metric, title in (
+        ("cpu_us", "Envoy CPU per call, µs, and its ratio to Envoy jwt_authn + rbac's"),
+        ("rps", "Throughput, requests/s"),
+        ("p50_us", "p50 latency, µs"),
+    ):
+        add(f"**Compiled config: {title} (c={at})**\n")
+        add(f"| policy | {titles} |")
+        add("|---|" + "---|" * len(KINDS))
+        for config in _ordered(configs):
+            prefix = f"compiled-{config['shape']}-{config['size']}"
+            cells = _kind_cells(rows, prefix, at, metric, base)
+            add(f"| {_config_title(config)} | " + " | ".join(cells) + " |")
+        add("")
+    _compiled_configs(add, configs)
+    add(
+        "**Checks** (allowed: grpc-status and payload against the upstream's own answer; "
+        "refused: PERMISSION_DENIED)\n"
+    )
+    add("| row | check |")
+    add("|---|---|")
+    for row in rows.values():
+        mark = "" if row["check_passed"] else " **FAILED**"
+        add(f"| {row['title']} | {row['check']}{mark} |")
+    add("")
+    _compiled_probes(add, compiled.get("probes") or {})
+
+
+def _ordered(configs: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(configs.values(), key=lambda c: (c["shape"] != "spread", c["size"]))
+
+
+def _config_title(config: dict[str, Any]) -> str:
+    shape = "spread" if config["shape"] == "spread" else "one resource"
+    return f"{shape}, {config['size']:,}"
+
+
+def _mib(value: float | None) -> str:
+    return "—" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _compiled_configs(add: Any, configs: dict[str, Any]) -> None:
+    add(
+        "**The configs**: compile (Python, `Compiler.compile`), lds.json, what it holds, Envoy's "
+        "load (its start to LIVE, and to the first call answered through the listener) and "
+        "memory (RSS from /proc; tcmalloc's allocated bytes from the admin's /memory), a hot "
+        "reload (one binding added, recompiled, lds.json renamed over the watched file: timed "
+        "to `listener_manager.lds.update_success` in /stats and to the new listener warm; "
+        "peak = VmHWM after it)\n"
+    )
+    add(
+        "| policy | bindings | resources | allow entries | compile, s | lds.json, MiB | regexes "
+        "| CEL | predicates | LIVE, s | serving, s | RSS loaded, MiB | RSS after calls, MiB "
+        "| allocated, MiB | reload: update_success, s | reload: warm, s | RSS after reload, MiB "
+        "| peak RSS, MiB |"
+    )
+    add("|---|" + "---|" * 17)
+    for config in _ordered(configs):
+        load, reload, shape = config["load"], config.get("reload") or {}, config["composition"]
+        after = load.get("after_calls") or {}
+
+        def seconds(value: float | None) -> str:
+            return "—" if value is None else f"{value:.2f}"
+
+        add(
+            f"| {_config_title(config)} | {config['bindings']:,} | {config['resources']:,} | "
+            f"{config['counts'].get('allow_entries', 0):,} | {config['compile_s']:.2f} | "
+            f"{shape['lds_bytes'] / 2**20:.1f} | {shape['regexes']:,} | {shape['cel']:,} | "
+            f"{shape['predicates']:,} | {load['live_s']:.2f} | {load['serving_s']:.2f} | "
+            f"{_mib(load['rss_bytes'])} | {_mib(after.get('rss_bytes'))} | "
+            f"{_mib(load.get('allocated_bytes'))} | {seconds(reload.get('update_success_s'))} | "
+            f"{seconds(reload.get('warm_s'))} | {_mib(reload.get('rss_bytes'))} | "
+            f"{_mib(reload.get('peak_rss_bytes', load.get('peak_rss_bytes')))} |"
+        )
+    add("")
+    largest = max(configs.values(), key=lambda c: (c["shape"] == "spread", c["size"]))
+    shape = largest["composition"]
+    add(f"**What the largest config ({_config_title(largest)}) is made of, per HTTP filter**\n")
+    add("| filter | bytes of lds.json | regexes | CEL predicates | predicates |")
+    add("|---|---|---|---|---|")
+    for name, entry in shape["filters"].items():
+        add(
+            f"| `{name}` | {entry['bytes']:,} | {entry['regexes']:,} | {entry['cel']:,} | "
+            f"{entry['predicates']:,} |"
+        )
+    kinds = ", ".join(
+        f"{kind}: {entry['count']:,} ({entry['bytes'] / 2**20:.1f} MiB of text)"
+        for kind, entry in shape["regex_kinds"].items()
+    )
+    add(f"\nIts regexes by what they match: {kinds}.\n")
+
+
+def _compiled_probes(add: Any, probes: dict[str, Any]) -> None:
+    if not probes:
+        return
+    add(
+        "**Probes** (targets missed above): Envoy's CPU and memory are not visible to py-spy, "
+        "so they are attributed by ablation: the same lds.json with parts cut or changed, each "
+        "in its own Envoy (benchmarks/compiledprobes.py).\n"
+    )
+    cpu = probes.get("cpu") or {}
+    if "error" in cpu:
+        add(f"CPU probe failed: {cpu['error']}\n")
+    elif cpu:
+        add(
+            f"*CPU per call at c=64 of the {cpu['config']} config cut back filter by filter "
+            "from the policy end* (allowed, user-bound caller; each cut still answers it OK; "
+            "Δ is what the filter taken off in that line cost)\n"
+        )
+        add("| config | Envoy CPU/call, µs | Δ vs the line above, µs |")
+        add("|---|---|---|")
+        previous = None
+        for name, fig in cpu["cpu_us"].items():
+            median = fig.get("median")
+            delta = ""
+            if name in cpu["cuts"] and previous is not None and median is not None:
+                delta = f"{previous - median:+.0f}"
+            if name in cpu["cuts"]:
+                previous = median
+            add(f"| {name} | {fmt(fig)} | {delta} |")
+        add("")
+    memory = probes.get("memory") or {}
+    if "error" in memory:
+        add(f"Memory probe failed: {memory['error']}\n")
+    elif memory:
+        variants = memory["variants"]
+        whole = variants.get("as compiled") or {}
+        add(
+            f"*Memory and load time of the {memory['config']} config, parts changed or left "
+            "out* (not all of these decide as the policy says: they attribute)\n"
+        )
+        add(
+            "| config | lds.json, MiB | regexes | CEL | predicates | LIVE, s | RSS, MiB "
+            "| allocated, MiB | tcmalloc heap, MiB | Δ allocated vs as compiled, MiB |"
+        )
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for name, entry in variants.items():
+            delta = (entry["allocated_bytes"] - whole.get("allocated_bytes", 0)) / 2**20
+            add(
+                f"| {name} | {entry['lds_bytes'] / 2**20:.1f} | {entry['regexes']:,} | "
+                f"{entry['cel']:,} | {entry['predicates']:,} | {entry['live_s']:.2f} | "
+                f"{_mib(entry['rss_bytes'])} | {_mib(entry['allocated_bytes'])} | "
+                f"{_mib(entry['heap_bytes'])} | {delta:+,.0f} |"
+            )
+        exact = variants.get("every regex as an exact string (attribution only)")
+        if whole and exact and whole.get("regexes"):
+            per = (whole["allocated_bytes"] - exact["allocated_bytes"]) / whole["regexes"]
+            add(f"\nRE2 alone: about {per / 1024:.1f} KiB allocated per regex of this config.\n")
+        add("")

@@ -232,6 +232,9 @@ def evaluate(results: dict[str, Any], command: str) -> list[dict[str, Any]]:
 
     # 11-16. Envoy with opsgate as its external authorizer (issue 17), from the envoy phase.
     out.extend(envoy_targets(results.get("envoy") or {}, f"{command} --only envoy"))
+
+    # Issue 18: the policy compiled into Envoy, from the compiled phase.
+    out.extend(compiled_targets(results.get("compiled") or {}, f"{command} --only compiled"))
     return out
 
 
@@ -525,3 +528,170 @@ def _protocols(rows: dict[str, Any], at: int | None, note: str, command: str) ->
         sums["HTTP"] / sums["gRPC"] if sums["gRPC"] else None,
         note,
     )
+
+
+# --- issue 18: the policy compiled into Envoy ----------------------------------------------------
+
+COMPILED_CPU_FACTOR = 1.3  # the compiled config's Envoy CPU per call ≤ this x jwt_authn + rbac's
+COMPILED_LOAD_S = 10.0  # at COMPILED_LARGEST bindings: Envoy start to the listener serving
+COMPILED_RSS_MIB = 400.0  # and Envoy's RSS once it has loaded the config
+COMPILED_LARGEST = 10_000
+COMPILED_REPORTED = (1_000, 10_000)  # the sizes whose load, reload and RSS are reported
+
+
+def _compiled_row(rows: dict[str, Any], key: str, at: int) -> dict[str, Any] | None:
+    return _row(rows, key, at)
+
+
+def _compiled_configs(compiled: dict[str, Any], size: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (config["shape"], config)
+        for config in (compiled.get("configs") or {}).values()
+        if config["size"] == size
+    ]
+
+
+def compiled_targets(compiled: dict[str, Any], command: str) -> list[dict[str, Any]]:
+    """Issue 18's targets from the compiled phase (CPU ratios within that one run)."""
+    rows: dict[str, Any] = compiled.get("rows") or {}
+    configs: dict[str, Any] = compiled.get("configs") or {}
+    at = int(compiled.get("concurrency") or ENVOY_AT)
+    out: list[dict[str, Any]] = []
+    base = _compiled_row(rows, "envoy-jwt-rbac", at)
+    base_us = _median(base["cpu_us"]) if base else None
+    shapes = sorted({c["shape"] for c in configs.values()}, key=lambda s: s != "spread")
+    for shape in shapes or ("spread", "one_resource"):
+        text = (
+            f"compiled config ({shape.replace('_', ' ')} policy): Envoy CPU/call ≤ "
+            f"{COMPILED_CPU_FACTOR:g}x Envoy jwt_authn + rbac's, every size and call kind (c=64)"
+        )
+        per_size: list[str] = []
+        worst: float | None = None
+        for config in sorted(
+            (c for c in configs.values() if c["shape"] == shape), key=lambda c: c["size"]
+        ):
+            ratios = []
+            for key, row in rows.items():
+                if not key.startswith(f"compiled-{shape}-{config['size']}-"):
+                    continue
+                figures = row["concurrency"].get(str(at))
+                us = _median(figures["cpu_us"]) if figures else None
+                if us is not None and base_us:
+                    ratios.append((us / base_us, us, key.rpartition("-")[2]))
+            if not ratios:
+                continue
+            high = max(ratios)
+            low = min(ratios)
+            worst = high[0] if worst is None else max(worst, high[0])
+            per_size.append(
+                f"{config['size']:,}: {low[0]:.2f}-{high[0]:.2f}x ({low[1]:.0f}-{high[1]:.0f} µs, "
+                f"most: {high[2].replace('_', ' ')})"
+            )
+        if worst is None or not base_us:
+            out.append(_missing(f"compiled_cpu_{shape}", text, command))
+            continue
+        out.append(
+            _target(
+                f"compiled_cpu_{shape}",
+                text,
+                "; ".join(per_size) + f" vs jwt_authn + rbac {base_us:.0f} µs",
+                worst <= COMPILED_CPU_FACTOR,
+                command,
+                worst,
+            )
+        )
+
+    largest = _compiled_configs(compiled, COMPILED_LARGEST)
+    text = f"compiled config at {COMPILED_LARGEST:,} bindings loads in < {COMPILED_LOAD_S:g} s"
+    if largest:
+        times = [(c["load"]["serving_s"], shape) for shape, c in largest]
+        slowest = max(times)
+        out.append(
+            _target(
+                "compiled_load",
+                text,
+                "; ".join(f"{shape.replace('_', ' ')} {s:.2f} s" for s, shape in sorted(times))
+                + " (Envoy start to the first call answered through the listener)",
+                slowest[0] < COMPILED_LOAD_S,
+                command,
+                slowest[0],
+            )
+        )
+    else:
+        out.append(_missing("compiled_load", text, command))
+
+    text = f"compiled config at {COMPILED_LARGEST:,} bindings: Envoy RSS < {COMPILED_RSS_MIB:g} MiB"
+    if largest:
+        mib = float(2**20)
+        held = [(_loaded_rss(c) / mib, shape, c) for shape, c in largest]
+        highest = max(rss for rss, _, _ in held)
+        out.append(
+            _target(
+                "compiled_rss",
+                text,
+                "; ".join(
+                    f"{shape.replace('_', ' ')} {rss:.0f} MiB (lds.json "
+                    f"{c['composition']['lds_bytes'] / mib:.1f} MiB)"
+                    for rss, shape, c in held
+                )
+                + " (the higher of after loading and after the measured calls)",
+                highest < COMPILED_RSS_MIB,
+                command,
+                highest,
+            )
+        )
+    else:
+        out.append(_missing("compiled_rss", text, command))
+
+    out.append(_compiled_reload(compiled, command))
+    out.append(_compiled_compile(compiled, command))
+    return out
+
+
+def _loaded_rss(config: dict[str, Any]) -> float:
+    load = config["load"]
+    return float(max(load["rss_bytes"], (load.get("after_calls") or {}).get("rss_bytes", 0)))
+
+
+def _compiled_reload(compiled: dict[str, Any], command: str) -> dict[str, Any]:
+    """Reported: load and hot-reload times and RSS at 1,000 and 10,000 bindings."""
+    text = (
+        "report the compiled config's load and hot-reload time and Envoy's RSS at 1,000 and 10,000"
+    )
+    parts = []
+    mib = float(2**20)
+    for size in COMPILED_REPORTED:
+        for shape, config in _compiled_configs(compiled, size):
+            load, reload = config["load"], config.get("reload") or {}
+            update = reload.get("update_success_s")
+            warm = reload.get("warm_s")
+            reloaded = (
+                f"reload {update:.2f} s to update_success, {warm:.2f} s warm"
+                if update is not None and warm is not None
+                else f"reload {'rejected' if reload.get('rejected') else 'not timed'}"
+            )
+            parts.append(
+                f"{size:,} {shape.replace('_', ' ')}: load {load['serving_s']:.2f} s, "
+                f"{reloaded}, RSS {_loaded_rss(config) / mib:.0f} MiB "
+                f"(peak {reload.get('peak_rss_bytes', load['peak_rss_bytes']) / mib:.0f})"
+            )
+    if not parts:
+        return _missing("compiled_reload", text, command)
+    return _target("compiled_reload", text, "; ".join(parts), None, command)
+
+
+def _compiled_compile(compiled: dict[str, Any], command: str) -> dict[str, Any]:
+    """Reported: the compile time in Python and lds.json's size at each size."""
+    text = "report the compile time (Python) and the size of lds.json at each policy size"
+    configs = sorted(
+        (compiled.get("configs") or {}).values(), key=lambda c: (c["shape"] != "spread", c["size"])
+    )
+    if not configs:
+        return _missing("compiled_compile", text, command)
+    mib = float(2**20)
+    measured = "; ".join(
+        f"{c['shape'].replace('_', ' ')} {c['size']:,}: {c['compile_s']:.2f} s, "
+        f"{c['composition']['lds_bytes'] / mib:.2f} MiB"
+        for c in configs
+    )
+    return _target("compiled_compile", text, measured, None, command)
