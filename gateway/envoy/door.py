@@ -3,7 +3,8 @@
 Check builds a Call from what Envoy forwards (the headers, the peer and its certificate, the
 request body as one gRPC frame) and runs the very stages every other door runs; the answer lets
 the call through or refuses it as opsgate's own door would. Envoy's access-log stream ends the
-records of the calls it let through (completion.py).
+records of the calls it let through (completion.py); the compiled tier's access log (another
+log name) gives each of its calls a record of its own (compiled/ledger.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from gateway.authn.settings import AuthnSettings
 from gateway.call import Call, new_call, request_id_prefix
 from gateway.envoy.answers import Allow, Answers, Refuse, caller_header_names
 from gateway.envoy.body import request_message
+from gateway.envoy.compiled.ledger import CompiledLedger
+from gateway.envoy.compiled.resources import COMPILED_LOG_NAME
 from gateway.envoy.completion import CompletionJoin, ending_of, join_key_of
 from gateway.envoy.handoff import Handoff
 from gateway.envoy.metrics import EnvoyCollector
@@ -103,11 +106,13 @@ class EnvoyDoor:
         answers: Answers,
         settings: EnvoySettings,
         workers_dir: Path | None = None,
+        ledger: CompiledLedger | None = None,
     ) -> None:
         self._runner = runner
         self._join = join
         self._answers = answers
         self._settings = settings
+        self._ledger = ledger  # the compiled tier's records; None: its log is ignored
         self._handoff = (
             Handoff(workers_dir, request_id_prefix(), self._handed_over) if workers_dir else None
         )
@@ -128,13 +133,21 @@ class EnvoyDoor:
             forward_authorization=authentication.forward_authorization,
             join_key=join.keys.key,
         )
-        door = cls(pipeline.runner_recording_to(join), join, answers, settings, workers_dir)
+        ledger = CompiledLedger.build(
+            authentication, pipeline.profile, pipeline.audit, pipeline.policies
+        )
+        runner = pipeline.runner_recording_to(join)
+        door = cls(runner, join, answers, settings, workers_dir, ledger)
         pipeline.registry.register(EnvoyCollector(join, door._handoff))
         return door
 
     @property
     def join(self) -> CompletionJoin:
         return self._join
+
+    @property
+    def ledger(self) -> CompiledLedger | None:
+        return self._ledger
 
     async def start(self) -> None:
         if self._handoff is not None:
@@ -221,17 +234,28 @@ class EnvoyDoor:
         return bytes(check_response(answer).SerializeToString())
 
     async def access_logs(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        """One of Envoy's access-log streams: each entry ends the record of the call it names."""
+        """One of Envoy's access-log streams: each entry ends the record of the call it names;
+        each entry of the compiled tier's log is its call's whole record."""
         wanted = self._settings.log_name
         ours: bool | None = None  # the log name comes in the stream's first message only
+        compiled = False
         join = self._join
         handoff = self._handoff
+        ledger = self._ledger
         async for request in requests:
             message = StreamAccessLogsMessage.FromString(request)
             if message.HasField("identifier"):
-                ours = message.identifier.log_name == wanted
-                if not ours:
-                    log.warning("ignoring Envoy access log %r", message.identifier.log_name)
+                log_name = message.identifier.log_name
+                ours = log_name == wanted
+                compiled = not ours and ledger is not None and log_name == COMPILED_LOG_NAME
+                if not ours and not compiled:
+                    log.warning("ignoring Envoy access log %r", log_name)
+            if compiled and ledger is not None:
+                # Each entry is queued whole before the next is read: a stream cut (or this
+                # gateway stopping) never leaves one half-recorded.
+                for entry in message.http_logs.log_entry:
+                    ledger.record(entry)
+                continue
             if not ours:
                 continue
             for entry in message.http_logs.log_entry:

@@ -4,10 +4,12 @@ that a test can ask both the same question and compare the answers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -77,10 +79,30 @@ class CompiledStack:
     settings: Settings
     own: Gateway
     sink: MemorySink
+    # With `audit=True`: the `opsgate serve` (the same config, and `envoy: {}`) that Envoy's
+    # access log reports every call to, and its settings (its audit file among them).
+    audit: Gateway | None = None
+    audit_settings: Settings | None = None
+    audit_stopped: bool = False
 
     def recompile(self) -> str:
         """Compile the policy file as it is now and write it where Envoy watches."""
         return self.compiler.write(self.compiler.compile())
+
+    def audit_records(self, loop: LoopThread, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Every record the audit receiver wrote. Envoy is stopped first, with a drain: it sends
+        its buffered access-log entries only then; then the receiver is stopped, which writes
+        and flushes every record of every entry it received."""
+        assert self.audit is not None and self.audit_settings is not None, "audit=True"
+        self.envoy.stop(timeout)
+        if not self.audit_stopped:
+            self.audit_stopped = True
+            loop.run(self.audit.stop(timeout), timeout + 5)
+        audit_file = self.audit_settings.audit.file
+        assert audit_file is not None
+        path = Path(audit_file.path)
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line]
 
 
 def code_of(channel: grpc.Channel, method: str, request: bytes, metadata: Metadata) -> str:
@@ -102,6 +124,7 @@ def compiled_stack(
     authentication_yaml: str = "",
     authorization_yaml: str = "",
     concurrency: int = 1,
+    audit: bool = False,
 ) -> Iterator[CompiledStack]:
     with ExitStack() as stack:
         upstream = stack.enter_context(accept_all_upstream(loop))
@@ -116,10 +139,31 @@ def compiled_stack(
         own = loop.run(start_gateway(settings, sink=sink))
         stack.callback(lambda: loop.run(own.stop(0)))
         authz = settings.authorization
+        receiver: Gateway | None = None
+        audit_settings: Settings | None = None
+        running: CompiledStack | None = None
+        if audit:
+            audit_settings = gateway_settings(
+                upstream.address,
+                identity,
+                policy,
+                extra_yaml="envoy: {}\n",
+                authentication_yaml=authentication_yaml,
+                authorization_yaml=authorization_yaml,
+            )
+            receiver = loop.run(start_gateway(audit_settings))
+            started = receiver
+
+            def stop_receiver() -> None:
+                if running is None or not running.audit_stopped:
+                    loop.run(started.stop(0))
+
+            stack.callback(stop_receiver)
         layout = CompiledLayout(
             directory=identity.directory / "compiled",
             listen="127.0.0.1:0",
             admin="127.0.0.1:0",
+            audit=receiver.address if receiver is not None else None,
         )
         compiler = Compiler(settings, load_profile(authz.profile, authz.profile_file), layout)
         compiler.write(compiler.compile())
@@ -128,6 +172,16 @@ def compiled_stack(
         )
         envoy_channel = stack.enter_context(grpc.insecure_channel(envoy.address(GRPC_LISTENER)))
         own_channel = stack.enter_context(grpc.insecure_channel(own.address))
-        yield CompiledStack(
-            envoy, envoy_channel, own_channel, compiler, upstream, settings, own, sink
+        running = CompiledStack(
+            envoy,
+            envoy_channel,
+            own_channel,
+            compiler,
+            upstream,
+            settings,
+            own,
+            sink,
+            receiver,
+            audit_settings,
         )
+        yield running
