@@ -95,7 +95,8 @@ def _key_source(config: IssuerConfig) -> JwksKeySource | None:
     )
 
 
-def _principal_rules(config: IssuerConfig, token_kind: str) -> PrincipalRules:
+def issuer_principal_rules(config: IssuerConfig, token_kind: str) -> PrincipalRules:
+    """How an issuer's tokens name their callers."""
     return PrincipalRules(
         issuer=config.issuer,
         principal_claim=config.principal_claim,
@@ -116,9 +117,26 @@ def _issuer_verifier(config: IssuerConfig, source: JwksKeySource) -> JwtVerifier
         audiences=frozenset(config.audiences),
         algorithms=frozenset(config.algorithms),
         times=TimeRules(config.clock_skew_s, config.max_lifetime_s),
-        principal=_principal_rules(config, "jwt"),
+        principal=issuer_principal_rules(config, "jwt"),
     )
     return JwtVerifier(rules, SourceKeys(source))
+
+
+def google_id_principal_rules(groups_claim: str | None) -> PrincipalRules:
+    """How Google's ID tokens name their callers (Google checks `hd`: always trusted)."""
+    return PrincipalRules(
+        issuer="https://accounts.google.com",
+        groups_claim=groups_claim,
+        trust_hosted_domain=True,
+        token_kind="google_id_token",
+    )
+
+
+# A service account's own JWT names it by `iss`; it writes every claim itself, so its `hd`
+# proves nothing (not trusted) and it has no groups.
+SELF_SIGNED_RULES = PrincipalRules(
+    issuer="self-signed", principal_claim="iss", token_kind="service_account_jwt"
+)
 
 
 def _google_id_verifier(config: GoogleIdTokenConfig) -> tuple[JwtVerifier, JwksKeySource]:
@@ -128,12 +146,7 @@ def _google_id_verifier(config: GoogleIdTokenConfig) -> tuple[JwtVerifier, JwksK
         audiences=frozenset(config.audiences),
         algorithms=frozenset({"RS256"}),
         times=TimeRules(30.0, GOOGLE_ID_TOKEN_LIFETIME_S),
-        principal=PrincipalRules(
-            issuer="https://accounts.google.com",
-            groups_claim=config.groups_claim,
-            trust_hosted_domain=True,
-            token_kind="google_id_token",
-        ),
+        principal=google_id_principal_rules(config.groups_claim),
     )
     return JwtVerifier(rules, SourceKeys(source)), source
 
@@ -151,7 +164,7 @@ def _introspection(config: IssuerConfig) -> OpaqueIssuer | None:
             timeout_s=settings.timeout_s,
         )
     )
-    rules = _principal_rules(config, "introspection")
+    rules = issuer_principal_rules(config, "introspection")
     return OpaqueIssuer(
         verifier.introspect, rules, config.require_scope, frozenset(config.audiences)
     )
@@ -198,9 +211,7 @@ def build_authn(settings: AuthnSettings) -> AuthnRuntime:
             algorithms=frozenset({"RS256"}),
             times=TimeRules(30.0, sa.max_lifetime_s),
             # The account writes every claim itself: its `hd` proves nothing (not trusted).
-            principal=PrincipalRules(
-                issuer="self-signed", principal_claim="iss", token_kind="service_account_jwt"
-            ),
+            principal=SELF_SIGNED_RULES,
             self_signed=True,
         )
         service_accounts = JwtVerifier(rules, ServiceAccountKeys(sa))

@@ -153,6 +153,7 @@ MESSAGES: dict[str, tuple[FieldSpec, ...]] = {
         ("metadata", 17, "envoy.config.core.v3.Metadata", ""),
         ("route_name", 19, "string", ""),
         ("duration", 23, "google.protobuf.Duration", ""),
+        ("custom_tags", 22, "map<string,string>", ""),
         ("stream_id", 26, "string", ""),
         ("intermediate_log_entry", 27, "bool", ""),
         ("access_log_type", 33, "int32", ""),
@@ -160,6 +161,7 @@ MESSAGES: dict[str, tuple[FieldSpec, ...]] = {
     "envoy.data.accesslog.v3.HTTPRequestProperties": (
         ("request_method", 1, "int32", ""),
         ("path", 5, "string", ""),
+        ("user_agent", 6, "string", ""),
         ("request_id", 9, "string", ""),
     ),
     "envoy.data.accesslog.v3.HTTPResponseProperties": (

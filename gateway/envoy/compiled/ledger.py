@@ -12,13 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import json_format
 
 from gateway.audit.logentry import to_log_entry
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.writer import serialize_entry
 from gateway.authn.claims import PrincipalRules, principal_from
-from gateway.authn.factory import GOOGLE_ISSUERS, _principal_rules
+from gateway.authn.factory import (
+    GOOGLE_ISSUERS,
+    SELF_SIGNED_RULES,
+    google_id_principal_rules,
+    issuer_principal_rules,
+)
 from gateway.authn.principal import Principal
 from gateway.authn.settings import AuthnSettings
 from gateway.authorizer import ANONYMOUS, PolicyHolder, Verdict
@@ -76,55 +81,6 @@ _REFUSAL_REASONS = {
 _DECIDING = (decisions.BINDINGS, decisions.DENY_RULE)
 
 
-# --- the fields of an entry protos.py does not declare --------------------------------------
-
-
-def _extras_class() -> Any:
-    """HTTPAccessLogEntry's custom_tags (AccessLogCommon 22) and user_agent (HTTPRequestProperties
-    6), as a message of their own that reads a serialized entry and ignores everything else."""
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="opsgate/envoy/compiled/ledger.proto", package="opsgate.ledger", syntax="proto3"
-    )
-    common = file.message_type.add(name="Common")
-    tags = common.nested_type.add(name="CustomTagsEntry")
-    tags.options.map_entry = True
-    tags.field.add(name="key", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    tags.field.add(name="value", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    common.field.add(
-        name="custom_tags",
-        number=22,
-        type=field.TYPE_MESSAGE,
-        label=field.LABEL_REPEATED,
-        type_name=".opsgate.ledger.Common.CustomTagsEntry",
-    )
-    request = file.message_type.add(name="Request")
-    request.field.add(
-        name="user_agent", number=6, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL
-    )
-    entry = file.message_type.add(name="Entry")
-    entry.field.add(
-        name="common_properties",
-        number=1,
-        type=field.TYPE_MESSAGE,
-        label=field.LABEL_OPTIONAL,
-        type_name=".opsgate.ledger.Common",
-    )
-    entry.field.add(
-        name="request",
-        number=3,
-        type=field.TYPE_MESSAGE,
-        label=field.LABEL_OPTIONAL,
-        type_name=".opsgate.ledger.Request",
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("opsgate.ledger.Entry"))
-
-
-EntryExtras = _extras_class()
-
-
 # --- who the callers are ---------------------------------------------------------------------
 
 
@@ -134,29 +90,22 @@ def principal_rules(authentication: AuthnSettings) -> tuple[PrincipalRules, ...]
     from the config as gateway.authn.factory builds its verifiers' rules, found by the token's
     issuer as the Authenticator finds them (Google's ID tokens override an issuer entry with
     the same iss; a service account's self-signed JWT has rules of its own)."""
-    # An issuer's rules come from the factory's own builder; Google's and the service accounts'
-    # are literals there, copied here (tests/unit/envoy/test_compiled_ledger.py pins all three
-    # against the Authenticator's). Only `authentication` decides the providers and their order.
+    # The factory's own rules (tests/unit/envoy/test_compiled_ledger.py pins them against the
+    # Authenticator's). Only `authentication` decides the providers and their order.
     placeholder = AuthzSettings(policy_file=Path("unused"))
     plan = plan_authn(Settings(authentication=authentication, authorization=placeholder))
     by_issuer: dict[str, PrincipalRules] = {}
     for config in authentication.issuers:
         if config.jwks_uri is not None or config.jwks_file is not None or config.discovery:
-            by_issuer[config.issuer] = _principal_rules(config, "jwt")
+            by_issuer[config.issuer] = issuer_principal_rules(config, "jwt")
     google = authentication.google_id_tokens
     if google is not None:
-        rules = PrincipalRules(
-            issuer="https://accounts.google.com",
-            groups_claim=google.groups_claim,
-            trust_hosted_domain=True,
-            token_kind="google_id_token",
-        )
+        rules = google_id_principal_rules(google.groups_claim)
         by_issuer.update(dict.fromkeys(GOOGLE_ISSUERS, rules))
-    self_signed = PrincipalRules(
-        issuer="self-signed", principal_claim="iss", token_kind="service_account_jwt"
-    )
     return tuple(
-        self_signed if rule.provider.kind == "service_account" else by_issuer[rule.provider.issuer]
+        SELF_SIGNED_RULES
+        if rule.provider.kind == "service_account"
+        else by_issuer[rule.provider.issuer]
         for rule in plan.rules
     )
 
@@ -257,8 +206,7 @@ class Reader:
         rbac = metadata.get(RBAC_NAMESPACE)
         policy_id = (_string_field(rbac, POLICY_ID_KEY) or "")[:_MAX_ID] or None
         engine = _string_field(rbac, ENGINE_RESULT_KEY)
-        extras = EntryExtras.FromString(entry.SerializeToString())
-        compiled_etag: str | None = extras.common_properties.custom_tags.get(POLICY_ETAG_TAG)
+        compiled_etag: str | None = entry.common_properties.custom_tags.get(POLICY_ETAG_TAG)
         policy = logged.policy
         facts: dict[str, Any] = {"policyEtag": compiled_etag}
         if policy_id is not None:
@@ -278,7 +226,7 @@ class Reader:
             request_id=logged.request_id,
             received_at=received if received is not None else logged.arrived_at,
             raw_peer=grpc_peer(common.downstream_remote_address),
-            user_agent=extras.request.user_agent or None,
+            user_agent=entry.request.user_agent or None,
         )
         if ending.upstream_s is not None:
             call.upstream_s = ending.upstream_s

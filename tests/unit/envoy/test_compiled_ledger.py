@@ -35,7 +35,6 @@ from gateway.envoy.compiled.ledger import (
     RECORD_KEY,
     UNREADABLE_REASON,
     CompiledLedger,
-    EntryExtras,
     Logged,
     principal_rules,
 )
@@ -173,15 +172,11 @@ class Entry:
         where = where if where is not None else logged.response.response_headers
         where.update({"grpc-status": self.status, "grpc-message": self.message})
         logged.response.response_code_details = self.details
-        extras = EntryExtras()
-        extras.request.user_agent = "grpc-python/1.66.1"
+        logged.request.user_agent = "grpc-python/1.66.1"
         if self.tag is not None:
             tag = etag if self.tag == "<etag>" else self.tag
-            extras.common_properties.custom_tags[POLICY_ETAG_TAG] = tag
-        # Fields protos.py does not declare travel as unknown fields, as they do from Envoy.
-        return HTTPAccessLogEntry.FromString(
-            logged.SerializeToString() + extras.SerializeToString()
-        )
+            logged.common_properties.custom_tags[POLICY_ETAG_TAG] = tag
+        return logged
 
 
 @dataclass(frozen=True)
