@@ -165,7 +165,8 @@ def compiled_stack(
             admin="127.0.0.1:0",
             audit=receiver.address if receiver is not None else None,
         )
-        compiler = Compiler(settings, load_profile(authz.profile, authz.profile_file), layout)
+        profile = load_profile(authz.profile, authz.profile_file)
+        compiler = Compiler(settings, profile, layout, str(identity.directory / "opsgate.yaml"))
         compiler.write(compiler.compile())
         envoy = stack.enter_context(
             envoy_process(bootstrap(layout), name="compiled-envoy", concurrency=concurrency)
