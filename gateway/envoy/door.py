@@ -138,7 +138,7 @@ class EnvoyDoor:
         )
         runner = pipeline.runner_recording_to(join)
         door = cls(runner, join, answers, settings, workers_dir, ledger)
-        pipeline.registry.register(EnvoyCollector(join, door._handoff))
+        pipeline.registry.register(EnvoyCollector(join, door._handoff, ledger))
         return door
 
     @property

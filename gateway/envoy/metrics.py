@@ -7,17 +7,21 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.envoy.compiled.ledger import CompiledLedger
 from gateway.envoy.completion import CompletionJoin
 from gateway.envoy.handoff import Handoff
 
 
 class EnvoyCollector(Collector):
     """How allowed calls' records end (Envoy's report, or not reported in time) and how many
-    wait; entries handed between workers."""
+    wait; entries handed between workers; the compiled tier's entries."""
 
-    def __init__(self, join: CompletionJoin, handoff: Handoff | None) -> None:
+    def __init__(
+        self, join: CompletionJoin, handoff: Handoff | None, ledger: CompiledLedger | None = None
+    ) -> None:
         self._join = join
         self._handoff = handoff
+        self._ledger = ledger
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         join = self._join
@@ -48,3 +52,14 @@ class EnvoyCollector(Collector):
             handed.add_metric(("passed",), self._handoff.passed)
             handed.add_metric(("undeliverable",), self._handoff.undeliverable)
             yield handed
+        ledger = self._ledger
+        if ledger is not None:
+            compiled = CounterMetricFamily(
+                "opsgate_envoy_compiled_entries",
+                "The compiled tier's access-log entries written as records, by what was found.",
+                labels=("result",),
+            )
+            compiled.add_metric(("recorded",), ledger.entries - ledger.unreadable)
+            compiled.add_metric(("unreadable",), ledger.unreadable)
+            compiled.add_metric(("other_policy",), ledger.mismatched)
+            yield compiled

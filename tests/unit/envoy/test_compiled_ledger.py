@@ -641,3 +641,21 @@ def test_the_door_routes_entries_by_log_name(
         asyncio.run(_send(door, _stream(log_name, 2, 1)))
     assert len(ledger.entries) == recorded
     assert ("ignoring Envoy access log" in caplog.text) is warned
+
+
+def test_the_ledger_counts_are_exported_as_metrics(world: World) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from types import SimpleNamespace
+
+    from gateway.envoy.metrics import EnvoyCollector
+
+    registry = CollectorRegistry()
+    # The join is not what this is about: a stand-in with its counters.
+    join = SimpleNamespace(waiting=0, completed=0, not_reported=0, unknown_ids=0)
+    registry.register(EnvoyCollector(join, None, world.ledger))  # type: ignore[arg-type]
+    world.ledger.record(Entry("allow:0", "allowed", ALICE).message_for(world.etag))
+    text = generate_latest(registry).decode()
+    recorded = world.ledger.entries - world.ledger.unreadable
+    assert f'opsgate_envoy_compiled_entries_total{{result="recorded"}} {recorded:.1f}' in text
+    assert f'opsgate_envoy_compiled_entries_total{{result="other_policy"}} ' in text
