@@ -179,6 +179,39 @@ def _without_regexes(node: Json) -> Json:
     return node
 
 
+def _jwt_cache(doc: Json) -> Json:
+    """jwt_authn with the jwt_authn + rbac row's cache of verified tokens (1,000): the compiled
+    providers have no jwt_cache_config, and Envoy 1.40 then verifies every call's token."""
+    for http_filter in manager(doc)["http_filters"]:
+        if http_filter["name"] == CHAIN[0]:
+            for provider in http_filter["typed_config"]["providers"].values():
+                provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
+    return doc
+
+
+_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+
+
+def _strip_internal(doc: Json) -> Json:
+    """A last header_mutation before the router removing the x-opsgate-* headers the filters
+    set (the name, the route, a dozen claims), which the compiled config sends upstream."""
+    names: set[str] = set()
+    for http_filter in manager(doc)["http_filters"]:
+        if http_filter["typed_config"].get("@type") == _MUTATION:
+            mutations = http_filter["typed_config"]["mutations"]["request_mutations"]
+            names |= {m["append"]["header"]["key"] for m in mutations if "append" in m}
+    strip = {
+        "name": "probe.strip_internal",
+        "typed_config": {
+            "@type": _MUTATION,
+            "mutations": {"request_mutations": [{"remove": n} for n in sorted(names)]},
+        },
+    }
+    http = manager(doc)["http_filters"]
+    manager(doc)["http_filters"] = [*http[:-1], strip, http[-1]]
+    return doc
+
+
 # (name, transform): every filter, then the chain cut back from the policy end.
 CPU_CUTS: tuple[tuple[str, Transform], ...] = (
     ("the whole compiled chain", lambda doc: doc),
@@ -192,6 +225,12 @@ CPU_CUTS: tuple[tuple[str, Transform], ...] = (
     ("jwt_authn alone (grpc_field_extraction out too)", _keep_first(1)),
 )
 CPU_VARIANTS: tuple[tuple[str, Transform], ...] = (
+    ("the whole chain, jwt_authn caching verified tokens (jwt_cache_config 1,000)", _jwt_cache),
+    ("the whole chain, its x-opsgate-* headers removed before the router", _strip_internal),
+    (
+        "both of the above",
+        lambda doc: _strip_internal(_jwt_cache(doc)),
+    ),
     (
         "the whole chain, member and route regexes as exact/contains matches",
         _mapped(_without_regexes),
