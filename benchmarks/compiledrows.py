@@ -15,7 +15,7 @@ start to LIVE, and to the first call answered through the listener) and RSS; a h
 binding added, the policy recompiled, lds.json replaced; timed to `lds.update_success` in the
 admin's /stats and to the new listener warm); the config's composition (regexes, CEL
 predicates, bytes per filter). When a target is missed, ablations (the same config with one
-part removed or changed, see PROBES) say where Envoy's CPU or memory goes.
+part removed or changed: benchmarks/compiledprobes.py) say where Envoy's CPU or memory goes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 import urllib.parse
@@ -576,7 +575,3 @@ def _config_result(config: CompiledConfig) -> dict[str, Any]:
         "load": config.load,
         "reload": config.reload,
     }
-
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
