@@ -118,7 +118,7 @@ NEEDS: dict[str, dict[str, float]] = {
     "micro": {"smoke": 3, "quick": 15, "full": 60},
     "rows": {"smoke": 5, "quick": 40, "full": 300},
     "envoy": {"smoke": 5, "quick": 40, "full": 330},
-    "compiled": {"smoke": 5, "quick": 60, "full": 400},
+    "compiled": {"smoke": 5, "quick": 60, "full": 650},
     "library": {"smoke": 0, "quick": 8, "full": 40},
     "scale": {"smoke": 0, "quick": 8, "full": 40},
     "long_calls": {"smoke": 0, "quick": 8, "full": 40},
