@@ -4,6 +4,7 @@ IAM conditions translated into it where Envoy's CEL computes exactly what opsgat
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,6 +193,19 @@ def _rfc3339(ns: int) -> str:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
     # Not strftime's %Y: it writes year 999 as "999", which no RFC 3339 reader takes.
     return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+def shape(expr: Json) -> str:
+    """The expression without its node ids: equal for two translations that compute the same."""
+
+    def bare(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: bare(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [bare(v) for v in value]
+        return value
+
+    return json.dumps(bare(expr), sort_keys=True)
 
 
 def walk(expr: Json) -> Iterator[Json]:

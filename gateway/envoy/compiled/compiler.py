@@ -11,6 +11,8 @@ from gateway.envoy.compiled.identity import Identities
 from gateway.envoy.compiled.policy_filters import allow_filter, deny_filter, group_reach
 from gateway.envoy.compiled.problems import Problem, Refused
 from gateway.envoy.compiled.routes import (
+    NAME_HEADER,
+    ROUTE_HEADER,
     RouteEntry,
     claims_to_headers,
     field_extraction,
@@ -32,6 +34,7 @@ class Compiled:
     routes: tuple[RouteEntry, ...]
     policy_etag: str
     counts: dict[str, int] = field(default_factory=dict)
+    internal_headers: tuple[str, ...] = ()  # set by the filters for themselves, never sent on
 
 
 def compile_policy(
@@ -60,4 +63,5 @@ def compile_policy(
         deny,
         allow,
     ]
-    return Compiled(filters, list(authn.clusters), routes, policy.etag, counts)
+    internal = (NAME_HEADER, ROUTE_HEADER, *(h for p in providers for h in p.headers))
+    return Compiled(filters, list(authn.clusters), routes, policy.etag, counts, internal)

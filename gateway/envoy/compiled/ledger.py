@@ -33,7 +33,7 @@ from gateway.envoy.compiled import decisions
 from gateway.envoy.compiled.authn_plan import plan_authn
 from gateway.envoy.compiled.celexpr import FIELD_EXTRACTION, JWT_AUTHN
 from gateway.envoy.compiled.checks import SCOPE_PASSED, TOKEN_PASSED
-from gateway.envoy.compiled.policy_filters import ROUTE_MISSING
+from gateway.envoy.compiled.policy_filters import DENY_PASSED
 from gateway.envoy.compiled.resources import POLICY_ETAG_TAG
 from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE
 from gateway.envoy.completion import Ending, ending_of
@@ -64,11 +64,11 @@ _CALLER_KNOWN = frozenset(
         decisions.UNIMPLEMENTED,
         decisions.INVALID_NAME,
         decisions.DEFAULT_DENY,
-        ROUTE_MISSING,
+        DENY_PASSED,
     }
 )
-_NAMED = frozenset({decisions.INVALID_NAME, decisions.DEFAULT_DENY, ROUTE_MISSING})
-_ROUTED = frozenset({decisions.DEFAULT_DENY, ROUTE_MISSING})
+_NAMED = frozenset({decisions.INVALID_NAME, decisions.DEFAULT_DENY, DENY_PASSED})
+_ROUTED = frozenset({decisions.DEFAULT_DENY, DENY_PASSED})
 # The ErrorInfo reason Envoy's local reply gives each refusal (replies.py).
 _REFUSAL_REASONS = {
     decisions.INVALID_TOKEN: "JWT_TOKEN_INVALID",
@@ -76,7 +76,7 @@ _REFUSAL_REASONS = {
     decisions.UNIMPLEMENTED: "METHOD_NOT_IMPLEMENTED",
     decisions.INVALID_NAME: "RESOURCE_NAME_INVALID",
     decisions.DEFAULT_DENY: "IAM_PERMISSION_DENIED",
-    ROUTE_MISSING: "IAM_PERMISSION_DENIED",
+    DENY_PASSED: "IAM_PERMISSION_DENIED",
 }
 _DECIDING = (decisions.BINDINGS, decisions.DENY_RULE)
 

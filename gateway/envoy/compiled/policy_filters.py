@@ -1,24 +1,56 @@
-"""The policy as two RBAC filters: deny rules, keyed on the route and the name's resource
-prefixes; then bindings, keyed on the name's resource prefixes, each resource's entries telling
-the routes its bindings grant and the callers they name."""
+"""The policy as two RBAC filters, each keyed on the name's resource prefixes: deny rules, then
+bindings; at a resource, each entry names callers, then looks the call's route up exactly."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.envoy.compiled import celexpr, decisions, xds
 from gateway.envoy.compiled.celexpr import Untranslatable
-from gateway.envoy.compiled.identity import Identities
+from gateway.envoy.compiled.identity import ALWAYS, Identities
 from gateway.envoy.compiled.problems import Problem
 from gateway.envoy.compiled.routes import NAME_HEADER, ROUTE_HEADER, RouteEntry
-from gateway.envoy.compiled.text import alternatives, literal, resource_keys
+from gateway.envoy.compiled.text import resource_keys
 from gateway.envoy.compiled.xds import Json
 from gateway.policy.deny import denies_permission
 from gateway.policy.members import Member
 from gateway.policy.model import Binding, Condition, DenyRule, Policy
 
-ROUTE_MISSING = "route-missing"  # cannot happen: the route filter sets it or refuses
+DENY_PASSED = "deny-ok"  # no deny rule applies: the call goes on to the bindings
+
+
+def _by_route(numbers: Iterable[int], action_for: Callable[[int], Json]) -> Json:
+    """An OnMatch looking the call's route up: the action of a route among `numbers`, or
+    nothing (the matcher then looks further), by one exact lookup."""
+    table = {decisions.route_id(number): action_for(number) for number in sorted(set(numbers))}
+    lookup = {"input": xds.header(ROUTE_HEADER), "exact_match_map": {"map": table}}
+    return xds.then({"matcher_tree": lookup})
+
+
+def _always(action: Json) -> Callable[[int], Json]:
+    return lambda _route: action
+
+
+def _translations(
+    source: str,
+    condition: Condition | None,
+    numbers: Iterable[int],
+    routes: tuple[RouteEntry, ...],
+    problems: list[Problem],
+) -> list[tuple[Json | None, list[int]]]:
+    """The condition as each route's CEL (resource.type and .service are the route's), the
+    routes that share one translation together; [(None, all)] without a condition."""
+    numbers = sorted(set(numbers))
+    if condition is None:
+        return [(None, numbers)]
+    found: dict[str, tuple[Json, list[int]]] = {}
+    for number in numbers:
+        expr = _condition(source, condition, routes[number], problems)
+        if expr is None:
+            continue
+        found.setdefault(celexpr.shape(expr), (expr, []))[1].append(number)
+    return list(found.values())
 
 
 def deny_filter(
@@ -27,74 +59,53 @@ def deny_filter(
     identities: Identities,
     problems: list[Problem],
 ) -> Json:
-    """By the route (an exact lookup), then the name's resource prefixes, the deny rules on
-    the route's permission; a call no rule denies passes as route:K again."""
-    by_route = {
-        decisions.route_id(entry.number): _deny_tree(policy, entry, identities, problems)
-        for entry in routes
-    }
-    matcher = {
-        "matcher_tree": {"input": xds.header(ROUTE_HEADER), "exact_match_map": {"map": by_route}},
-        "on_no_match": xds.action(ROUTE_MISSING, allow=False),
-    }
-    return xds.rbac_filter("opsgate.deny", matcher)
-
-
-def _deny_tree(
-    policy: Policy, entry: RouteEntry, identities: Identities, problems: list[Problem]
-) -> Json:
-    """Deny rules on route `entry`'s permission by resource, as an OnMatch; passing: ALLOW
-    route:K."""
-    permission = entry.route.permission
+    """By the name's resource prefixes, the deny rules attached there; each rule written once,
+    with the routes whose permission it denies looked up exactly. No rule applies: on to the
+    bindings."""
     by_resource: dict[str, list[DenyRule]] = defaultdict(list)
     for rule in policy.deny_rules:
-        if denies_permission(rule, permission):
-            by_resource[rule.resource].append(rule)
+        by_resource[rule.resource].append(rule)
     branches: dict[str, Json] = {}
     for resource, rules in by_resource.items():
         node: list[tuple[Json, Json]] = []
         for rule in sorted(rules, key=lambda r: (r.condition is not None, r.ordinal)):
-            predicate = _deny_predicate(policy.source, rule, entry, identities, problems)
-            if predicate is not None:
-                node.append(
-                    (
-                        predicate,
-                        xds.action(decisions.deny_id(entry.number, rule.ordinal), allow=False),
-                    )
-                )
+            node += _deny_entries(policy.source, rule, routes, identities, problems)
         if node:
             for key in resource_keys(resource):
                 branches[key] = xds.then(xds.first_of(node))
-    passed = xds.action(decisions.route_id(entry.number), allow=True)
+    passed = xds.action(DENY_PASSED, allow=True)
     if not branches:
-        return passed
+        return xds.rbac_filter("opsgate.deny", xds.first_of([(ALWAYS, passed)]))
     tree = xds.by_prefix(xds.header(NAME_HEADER), branches)
     tree["on_no_match"] = passed
-    return xds.then(tree)
+    return xds.rbac_filter("opsgate.deny", tree)
 
 
-def _deny_predicate(
+def _deny_entries(
     source: str,
     rule: DenyRule,
-    entry: RouteEntry,
+    routes: tuple[RouteEntry, ...],
     identities: Identities,
     problems: list[Problem],
-) -> Json | None:
+) -> list[tuple[Json, Json]]:
+    denied = [e.number for e in routes if denies_permission(rule, e.route.permission)]
     named = _who(_keys(rule.denied_principals), identities, claimed=True)
-    if named is None:
-        return None
+    if not denied or named is None:
+        return []
     parts = [named]
     exempt = _who(_keys(rule.exception_principals), identities, claimed=False)
     if exempt is not None:
         parts.append(xds.negate(exempt))
-    if rule.condition is not None:
-        expr = _condition(source, rule.condition, entry, problems)
-        if expr is None:
-            return None
+    entries = []
+    for expr, numbers in _translations(source, rule.condition, denied, routes, problems):
         # A deny rule applies unless its condition is false: one that cannot be evaluated
         # applies. NOT(the negation holds) is exactly that: an error there is "no match".
-        parts.append(xds.negate(xds.cel(celexpr.negated(expr))))
-    return xds.all_of(*parts)
+        condition = [] if expr is None else [xds.negate(xds.cel(celexpr.negated(expr)))]
+        action = _by_route(
+            numbers, lambda n: xds.action(decisions.deny_id(n, rule.ordinal), allow=False)
+        )
+        entries.append((xds.all_of(*parts, *condition), action))
+    return entries
 
 
 # --- the ALLOW filter ---------------------------------------------------------------------
@@ -130,11 +141,6 @@ def allow_filter(
     return xds.rbac_filter("opsgate.allow", tree), counts
 
 
-def _route_predicate(numbers: Iterable[int]) -> Json:
-    ids = alternatives(literal(decisions.route_id(n)) for n in numbers)
-    return xds.header_matches(ROUTE_HEADER, ids)
-
-
 def _allow_node(
     source: str,
     bindings: list[Binding],
@@ -143,35 +149,34 @@ def _allow_node(
     identities: Identities,
     problems: list[Problem],
 ) -> list[tuple[Json, Json]]:
-    node: list[tuple[Json, Json]] = []
+    """Unconditional bindings granting the same routes: one entry, their callers together;
+    then each conditional binding, once per distinct translation of its condition."""
     plain: dict[tuple[int, ...], list[Binding]] = defaultdict(list)
+    conditional: list[tuple[Json, Json]] = []
     for binding in sorted(bindings, key=lambda b: b.ordinal):
         numbers = tuple(
-            sorted(n for p in binding.permissions if p in route_of for n in route_of[p])
+            sorted({n for p in binding.permissions if p in route_of for n in route_of[p]})
         )
         if binding.condition is None:
             plain[numbers].append(binding)
             continue
-        for number in numbers:
-            expr = _condition(source, binding.condition, routes[number], problems)
-            who = _who(_keys(binding.members), identities, claimed=False)
-            if expr is None or who is None:
-                continue
-            predicate = xds.all_of(_route_predicate((number,)), who, xds.cel(expr))
-            node.append((predicate, xds.action(decisions.allow_id((binding.ordinal,)), allow=True)))
+        who = _who(_keys(binding.members), identities, claimed=False)
+        if who is None:
+            continue
+        granted = xds.action(decisions.allow_id((binding.ordinal,)), allow=True)
+        for expr, shared in _translations(source, binding.condition, numbers, routes, problems):
+            assert expr is not None
+            conditional.append(
+                (xds.all_of(who, xds.cel(expr)), _by_route(shared, _always(granted)))
+            )
     grouped: list[tuple[Json, Json]] = []
     for numbers, holders in plain.items():
         who = _who(_keys(m for b in holders for m in b.members), identities, claimed=False)
         if who is None:
             continue
-        ordinals = tuple(b.ordinal for b in holders)
-        grouped.append(
-            (
-                xds.all_of(_route_predicate(numbers), who),
-                xds.action(decisions.allow_id(ordinals[:16]), allow=True),
-            )
-        )
-    return grouped + node
+        granted = xds.action(decisions.allow_id(tuple(b.ordinal for b in holders)[:16]), allow=True)
+        grouped.append((who, _by_route(numbers, _always(granted))))
+    return grouped + conditional
 
 
 # --- members ------------------------------------------------------------------------------

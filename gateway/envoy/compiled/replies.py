@@ -9,7 +9,8 @@ import base64
 
 from gateway.envoy.compiled import decisions
 from gateway.envoy.compiled.checks import SCOPE_PASSED, TOKEN_PASSED, routed_methods
-from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE, RouteEntry
+from gateway.envoy.compiled.policy_filters import DENY_PASSED
+from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE, ROUTE_HEADER, RouteEntry
 from gateway.envoy.compiled.xds import Json
 from gateway.errors import (
     InvalidArgument,
@@ -109,7 +110,12 @@ def local_replies(routes: tuple[RouteEntry, ...], service: str) -> Json:
             domain=service,
             metadata={"permission": permission},
         )
+        # Refused by a deny rule (the route filter passed it last), or by no binding (the
+        # deny filter did, and the route is in the request's header).
         mappers.append(_answer(_passed(decisions.route_id(entry.number)), denied))
+        route = {"name": ROUTE_HEADER, "string_match": {"exact": decisions.route_id(entry.number)}}
+        bindings = _both(_passed(DENY_PASSED), {"header_filter": {"header": route}})
+        mappers.append(_answer(bindings, denied))
     # Last: a refusal no filter passed before is the token filter's own.
     mappers.append(_answer(_status_is(403), token_invalid("")))
     return {"mappers": mappers}

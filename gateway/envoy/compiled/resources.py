@@ -101,6 +101,8 @@ def listener(compiled: Compiled, layout: CompiledLayout, service: str) -> Json:
                             "timeout": "0s",
                             "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                         },
+                        # The router drops them on the way out, at no filter's cost.
+                        "request_headers_to_remove": list(compiled.internal_headers),
                     }
                 ],
             }

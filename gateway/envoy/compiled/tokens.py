@@ -17,6 +17,7 @@ from gateway.envoy.compiled.xds import Json
 
 JWT_FILTER = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 AUTHORIZATION_PREFIX = len("Bearer ")
+JWT_CACHE_SIZE = 10000  # opsgate's own token_cache_size default
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ def jwt_authn(rules: Sequence[TokenRules], allow_anonymous: bool) -> Json:
             "payload_in_metadata": provider.metadata_key,
             "clock_skew_seconds": rule.clock_skew_s,
             "require_expiration": True,
+            # Verified tokens are remembered (their expiry still checked on each use): without
+            # this Envoy 1.40 verifies the signature and decodes the payload on every call.
+            "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE},
         }
         if provider.kind != "service_account":
             config["issuer"] = provider.issuer
