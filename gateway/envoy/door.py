@@ -25,7 +25,7 @@ from gateway.authn.settings import AuthnSettings
 from gateway.call import Call, new_call, request_id_prefix
 from gateway.envoy.answers import Allow, Answers, Refuse, caller_header_names
 from gateway.envoy.body import request_message
-from gateway.envoy.compiled.ledger import CompiledLedger
+from gateway.envoy.compiled.ledger import CompiledLedger, grpc_peer
 from gateway.envoy.compiled.resources import COMPILED_LOG_NAME
 from gateway.envoy.completion import CompletionJoin, ending_of, join_key_of
 from gateway.envoy.handoff import Handoff
@@ -223,7 +223,7 @@ class EnvoyDoor:
         http = attributes.request.http
         source = attributes.source
         transport = EnvoyTransport(
-            _grpc_peer(source.address),
+            grpc_peer(source.address),
             urllib.parse.unquote(source.certificate).encode() if source.certificate else b"",
             attributes.context_extensions.get(DOOR_KEY) == REST_DOOR,
             context.time_remaining,
@@ -276,7 +276,7 @@ class EnvoyDoor:
     def _record_unreached(self, entry: Any) -> None:
         """A call Envoy refused because it could not ask the authorizer: opsgate never saw it,
         but it is recorded all the same (no principal, no resource) once Envoy reports it."""
-        peer = _grpc_peer(entry.common_properties.downstream_remote_address)
+        peer = grpc_peer(entry.common_properties.downstream_remote_address)
         transport = EnvoyTransport(peer, b"", False, _no_deadline, _not_cancelled)
         call = new_call(entry.request.path, (), transport, None)
         ending = ending_of(entry, rest=False)
@@ -351,17 +351,3 @@ def _is_grpc(verb: str, headers: Mapping[str, str]) -> bool:
 
 def _served(method: str) -> bool:
     return method in METHODS_BY_PATH and is_operations_method(method)
-
-
-def _grpc_peer(address: Any) -> str | None:
-    """Envoy's address of the downstream, spelled as grpc spells a peer."""
-    kind = address.WhichOneof("address")
-    if kind == "socket_address":
-        socket = address.socket_address
-        host = socket.address
-        if ":" in host:
-            return f"ipv6:[{host}]:{socket.port_value}"
-        return f"ipv4:{host}:{socket.port_value}"
-    if kind == "pipe":
-        return f"unix:{address.pipe.path}"
-    return None
