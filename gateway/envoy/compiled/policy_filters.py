@@ -28,6 +28,18 @@ def _by_route(numbers: Iterable[int], action_for: Callable[[int], Json]) -> Json
     return xds.then({"matcher_tree": lookup})
 
 
+def _branch(resource: str, node: list[tuple[Json, Json]]) -> tuple[str, Json]:
+    """The prefix-tree branch of a resource's entries, written once: keyed on the opening its
+    name and its descendants' share, and guarded to hold for exactly those (not for
+    projects/acme-prod-evil under projects/acme-prod, whose key then falls back further)."""
+    itself, below = resource_keys(resource)
+    name = xds.header(NAME_HEADER)
+    guard = xds.any_of(xds.matches(name, {"prefix": below}), xds.matches(name, {"exact": itself}))
+    return itself.removesuffix('"]'), xds.then(
+        xds.first_of([(guard, xds.then(xds.first_of(node)))])
+    )
+
+
 def _always(action: Json) -> Callable[[int], Json]:
     return lambda _route: action
 
@@ -71,8 +83,7 @@ def deny_filter(
         for rule in sorted(rules, key=lambda r: (r.condition is not None, r.ordinal)):
             node += _deny_entries(policy.source, rule, routes, identities, problems)
         if node:
-            for key in resource_keys(resource):
-                branches[key] = xds.then(xds.first_of(node))
+            branches.update([_branch(resource, node)])
     passed = xds.action(DENY_PASSED, allow=True)
     if not branches:
         return xds.rbac_filter("opsgate.deny", xds.first_of([(ALWAYS, passed)]))
@@ -133,8 +144,7 @@ def allow_filter(
         node = _allow_node(policy.source, bindings, routes, route_of, identities, problems)
         entries_total += len(node)
         if node:
-            for key in resource_keys(resource):
-                branches[key] = xds.then(xds.first_of(node))
+            branches.update([_branch(resource, node)])
     tree = xds.by_prefix(xds.header(NAME_HEADER), branches) if branches else {}
     tree["on_no_match"] = xds.action(decisions.DEFAULT_DENY, allow=False)
     counts = {"resources": len(by_resource), "allow_entries": entries_total}

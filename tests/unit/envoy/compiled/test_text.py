@@ -554,7 +554,8 @@ def groups_regexes(wanted: Iterable[str]) -> list[str]:
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             single = node.get("single_predicate")
-            if single and single["input"]["name"] == GROUPS_PROVIDER.groups_header:
+            header = single and single["input"]["typed_config"]["header_name"]
+            if header == GROUPS_PROVIDER.groups_header:
                 found.append(single["value_match"]["safe_regex"]["regex"])
             for value in node.values():
                 walk(value)
