@@ -16,8 +16,6 @@ from gateway.policy.members import ALL_AUTHENTICATED_USERS, ALL_USERS, SUBJECT_P
 
 HEADER_PREFIX = "x-opsgate-"
 ProviderKind = Literal["email", "sub", "service_account"]
-# The claims each provider's headers carry (iss: the provider's token is the one verified).
-CLAIM_FIELDS = ("iss", "email", "email_verified", "sub", "hd")
 ALWAYS = xds.header_matches(":path", ".*")  # every request has a :path
 CHUNK = 1000  # alternatives per regex: RE2's budget (8 MiB) holds about 300,000 instructions
 FEW = 4  # up to this many values, one string match each rather than a regex
@@ -57,8 +55,16 @@ class Provider:
 
     @property
     def headers(self) -> dict[str, str]:
-        """header -> claim, for every claim this provider's callers are named or checked by."""
-        return {**{self.header(claim): claim for claim in CLAIM_FIELDS}, **self.list_claims}
+        """header -> claim, for every claim this provider's callers are named or checked by
+        (each is a formatter Envoy runs on every call: only those the predicates read)."""
+        claims = ["iss"]
+        if self.kind != "service_account":
+            claims += ["email", "email_verified"]
+        if self.kind == "sub":
+            claims.append("sub")
+        if self.trust_hosted_domain:
+            claims.append("hd")
+        return {**{self.header(claim): claim for claim in claims}, **self.list_claims}
 
     def list_header(self, name: str) -> str:
         return f"{HEADER_PREFIX}p{self.index}-list-{name}"
