@@ -46,12 +46,9 @@ CHAIN = (
     "envoy.filters.http.jwt_authn",
     "envoy.filters.http.grpc_field_extraction",
     "opsgate.claims_to_headers",
-    "opsgate.token",
-    "opsgate.scope",
-    "opsgate.route",
+    "opsgate.checks",
     "opsgate.route_to_header",
-    "opsgate.deny",
-    "opsgate.allow",
+    "opsgate.policy",
 )
 
 
@@ -177,77 +174,6 @@ def _without_regexes(node: Json) -> Json:
             ]
         )
     return node
-
-
-def _jwt_cache(doc: Json) -> Json:
-    """jwt_authn with the jwt_authn + rbac row's cache of verified tokens (1,000): the compiled
-    providers have no jwt_cache_config, and Envoy 1.40 then verifies every call's token."""
-    for http_filter in manager(doc)["http_filters"]:
-        if http_filter["name"] == CHAIN[0]:
-            for provider in http_filter["typed_config"]["providers"].values():
-                provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
-    return doc
-
-
-_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-
-
-def _strip_internal(doc: Json) -> Json:
-    """A last header_mutation before the router removing the x-opsgate-* headers the filters
-    set (the name, the route, a dozen claims), which the compiled config sends upstream."""
-    names: set[str] = set()
-    for http_filter in manager(doc)["http_filters"]:
-        if http_filter["typed_config"].get("@type") == _MUTATION:
-            mutations = http_filter["typed_config"]["mutations"]["request_mutations"]
-            names |= {m["append"]["header"]["key"] for m in mutations if "append" in m}
-    strip = {
-        "name": "probe.strip_internal",
-        "typed_config": {
-            "@type": _MUTATION,
-            "mutations": {"request_mutations": [{"remove": n} for n in sorted(names)]},
-        },
-    }
-    http = manager(doc)["http_filters"]
-    manager(doc)["http_filters"] = [*http[:-1], strip, http[-1]]
-    return doc
-
-
-# (name, transform): every filter, then the chain cut back from the policy end.
-CPU_CUTS: tuple[tuple[str, Transform], ...] = (
-    ("the whole compiled chain", lambda doc: doc),
-    ("without opsgate.allow", _keep_first(8)),
-    ("without opsgate.deny either", _keep_first(7)),
-    ("without opsgate.route_to_header either", _keep_first(6)),
-    ("without opsgate.route either", _keep_first(5)),
-    ("without opsgate.scope either", _keep_first(4)),
-    ("without opsgate.token either", _keep_first(3)),
-    ("without opsgate.claims_to_headers either", _keep_first(2)),
-    ("jwt_authn alone (grpc_field_extraction out too)", _keep_first(1)),
-)
-CPU_VARIANTS: tuple[tuple[str, Transform], ...] = (
-    ("the whole chain, jwt_authn caching verified tokens (jwt_cache_config 1,000)", _jwt_cache),
-    ("the whole chain, its x-opsgate-* headers removed before the router", _strip_internal),
-    (
-        "both of the above",
-        lambda doc: _strip_internal(_jwt_cache(doc)),
-    ),
-    (
-        "the whole chain, member and route regexes as exact/contains matches",
-        _mapped(_without_regexes),
-    ),
-)
-MEMORY_VARIANTS: tuple[tuple[str, Transform], ...] = (
-    ("as compiled", lambda doc: doc),
-    (
-        "member and route regexes as exact/contains matches (same decisions)",
-        _mapped(_without_regexes),
-    ),
-    ("every regex as an exact string (attribution only)", _mapped(_regex_as_exact)),
-    ("CEL predicates as a header match", _mapped(_cel_as_header)),
-    ("without opsgate.deny", _without("opsgate.deny")),
-    ("without opsgate.allow", _without("opsgate.allow")),
-    ("without opsgate.deny and opsgate.allow", _without("opsgate.deny", "opsgate.allow")),
-)
 
 
 def _variant_dir(bench: Bench, source: Path, label: str, index: int, transform: Transform) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 
 from gateway.config import Settings
 from gateway.envoy.bootstrap import GRPC_LISTENER
@@ -186,3 +187,18 @@ def compiled_stack(
             audit_settings,
         )
         yield running
+
+
+def static_bootstrap(directory: Path) -> dict[str, Any]:
+    """`envoy-compile`'s output in `directory` as one bootstrap with static resources: Envoy's
+    validation then builds the listener itself (every filter, matcher, regex and CEL
+    expression), which it does not for resources read from files."""
+
+    def static(name: str) -> list[dict[str, Any]]:
+        document = json.loads((directory / name).read_text(encoding="utf-8"))
+        return [{k: v for k, v in r.items() if k != "@type"} for r in document["resources"]]
+
+    boot: dict[str, Any] = yaml.safe_load((directory / "bootstrap.yaml").read_text("utf-8"))
+    del boot["dynamic_resources"]
+    boot["static_resources"] = {"listeners": static("lds.json"), "clusters": static("cds.json")}
+    return boot

@@ -1,6 +1,5 @@
-"""The checks before the policy, each its own RBAC filter so that a refusal can be told apart
-when Envoy answers it (the local reply sees the id of the last filter that passed the call):
-the token, its scopes, then the method, the name's hygiene and its route."""
+"""The checks before the policy, in one RBAC filter: the token, its scopes, then the method, the
+name's hygiene and its route."""
 
 from __future__ import annotations
 
@@ -18,15 +17,12 @@ from gateway.envoy.compiled.text import (
 from gateway.envoy.compiled.tokens import lists_malformed, scopes_hold, valid
 from gateway.envoy.compiled.xds import Json
 
-TOKEN_PASSED = "token-ok"
-SCOPE_PASSED = "scope-ok"
-
 
 def _refuse(why: str) -> Json:
     return xds.action(why, allow=False)
 
 
-def token_filter(authn: AuthnPlan) -> Json:
+def _token_checks(authn: AuthnPlan) -> list[tuple[Json, Json]]:
     """What opsgate's authentication refuses and jwt_authn does not."""
     entries: list[tuple[Json, Json]] = [
         # More than one authorization header (Envoy joins their values with ',').
@@ -48,35 +44,24 @@ def token_filter(authn: AuthnPlan) -> Json:
         entries.append(
             (xds.all_of(rule.provider.present(), invalid), _refuse(decisions.INVALID_TOKEN))
         )
-    passed = xds.action(TOKEN_PASSED, allow=True)
-    return xds.rbac_filter("opsgate.token", xds.first_of(entries, passed))
-
-
-def scope_filter(authn: AuthnPlan) -> Json:
-    entries = [
-        (
-            xds.all_of(rule.provider.present(), xds.negate(xds.cel(scopes_hold(rule)))),
-            _refuse(decisions.INSUFFICIENT_SCOPE),
-        )
-        for rule in authn.rules
-    ]
-    passed = xds.action(SCOPE_PASSED, allow=True)
-    return xds.rbac_filter("opsgate.scope", xds.first_of(entries, passed))
+    # Scopes after every token check, as opsgate checks them once the caller is known.
+    for rule in authn.rules:
+        lacking = xds.all_of(rule.provider.present(), xds.negate(xds.cel(scopes_hold(rule))))
+        entries.append((lacking, _refuse(decisions.INSUFFICIENT_SCOPE)))
+    return entries
 
 
 def routed_methods(routes: tuple[RouteEntry, ...]) -> str:
     return alternatives(literal(m) for m in sorted({entry.method for entry in routes}))
 
 
-def route_filter(routes: tuple[RouteEntry, ...]) -> Json:
+def _route_checks(routes: tuple[RouteEntry, ...]) -> list[tuple[Json, Json]]:
     """The method, then name_problem's hygiene, then the first route whose pattern fits: the
-    call passes as route:K (the route filters key on it)."""
+    call passes as route:K (the policy filter keys on it)."""
     name = xds.header(NAME_HEADER)
+    routed = xds.header_matches(":path", routed_methods(routes))
     entries: list[tuple[Json, Json]] = [
-        (
-            xds.negate(xds.header_matches(":path", routed_methods(routes))),
-            _refuse(decisions.UNIMPLEMENTED),
-        ),
+        (xds.negate(routed), _refuse(decisions.UNIMPLEMENTED)),
         (
             xds.negate(xds.matches(name, xds.regex(well_formed_name()))),
             _refuse(decisions.INVALID_NAME),
@@ -95,4 +80,14 @@ def route_filter(routes: tuple[RouteEntry, ...]) -> Json:
         ]
         nested = xds.first_of(per_route, _refuse(decisions.INVALID_NAME))
         entries.append((xds.header_is(":path", method), xds.then(nested)))
-    return xds.rbac_filter("opsgate.route", xds.first_of(entries, _refuse(decisions.UNIMPLEMENTED)))
+    return entries
+
+
+def checks_filter(authn: AuthnPlan, routes: tuple[RouteEntry, ...]) -> Json:
+    """One RBAC filter, in opsgate's stage order: the token, its scopes, the method, the name;
+    a call that passes goes on as route:K. Envoy's answer to each refusal is told apart by
+    its name in the response details (replies.py)."""
+    entries = _token_checks(authn) + _route_checks(routes)
+    return xds.rbac_filter(
+        "opsgate.checks", xds.first_of(entries, _refuse(decisions.UNIMPLEMENTED))
+    )

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     compiler = compiler_from_args(args)
     policy_file = compiler.settings.authorization.policy_file
     stamp = file_stamp(policy_file)  # before reading it: an edit from now on is seen
-    documents = _rendered(compiler)
+    documents = _rendered(compiler, render=not args.check)
     if documents is None:
         return 1
     compiled, _ = documents
@@ -99,11 +99,12 @@ def run(args: argparse.Namespace) -> int:
     return watch(compiler, args.interval, stamp)
 
 
-def _rendered(compiler: Compiler) -> tuple[Compiled, dict[str, str]] | None:
-    """The policy compiled and its files, or None after saying why there are none."""
+def _rendered(compiler: Compiler, *, render: bool = True) -> tuple[Compiled, dict[str, str]] | None:
+    """The policy compiled and its files (none unless `render`: --check needs no upstream),
+    or None after saying why there are none."""
     try:
         compiled = compiler.compile()
-        return compiled, compiler.render(compiled)
+        return compiled, compiler.render(compiled) if render else {}
     except (Refused, ConfigError) as exc:
         print(f"opsgate: the policy does not compile; nothing written:\n{exc}", file=sys.stderr)
         return None

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.envoy.compiled.authn_plan import AuthnPlan
-from gateway.envoy.compiled.checks import route_filter, scope_filter, token_filter
+from gateway.envoy.compiled.checks import checks_filter
 from gateway.envoy.compiled.identity import Identities
-from gateway.envoy.compiled.policy_filters import allow_filter, deny_filter, group_reach
+from gateway.envoy.compiled.policy_filters import group_reach, policy_filter
 from gateway.envoy.compiled.problems import Problem, Refused
 from gateway.envoy.compiled.routes import (
     NAME_HEADER,
@@ -41,14 +41,14 @@ def compile_policy(
     policy: Policy, profile: ServiceProfile, authn: AuthnPlan, *, descriptor_bin: str
 ) -> Compiled:
     """The filter chain, in order: jwt_authn -> grpc_field_extraction -> claims and name into
-    headers -> RBAC token -> RBAC scope -> RBAC route -> route into a header -> RBAC deny rules
-    -> RBAC bindings. Raises Refused listing every part that cannot compile."""
+    headers -> RBAC checks (token, scopes, method, name, route) -> the route into a header ->
+    RBAC policy (deny rules, then bindings). Raises Refused listing every part that cannot
+    compile."""
     problems: list[Problem] = list(authn.problems)
     routes = numbered_routes(profile)
     providers = tuple(rule.provider for rule in authn.rules)
     identities = Identities(providers, group_reach(policy, problems))
-    deny = deny_filter(policy, routes, identities, problems)
-    allow, counts = allow_filter(policy, routes, identities, problems)
+    decide, counts = policy_filter(policy, routes, identities, problems)
     if problems:
         # A condition is translated once per route it applies to: each problem said once.
         raise Refused(tuple(dict.fromkeys(problems)))
@@ -56,12 +56,9 @@ def compile_policy(
         jwt_authn(authn.rules, authn.allow_anonymous),
         field_extraction(profile, descriptor_bin),
         claims_to_headers(providers, authn.stripped_headers),
-        token_filter(authn),
-        scope_filter(authn),
-        route_filter(routes),
+        checks_filter(authn, routes),
         route_to_header(authn.forward_authorization),
-        deny,
-        allow,
+        decide,
     ]
     internal = (NAME_HEADER, ROUTE_HEADER, *(h for p in providers for h in p.headers))
     return Compiled(filters, list(authn.clusters), routes, policy.etag, counts, internal)

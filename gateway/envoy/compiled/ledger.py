@@ -32,8 +32,6 @@ from gateway.config import AuthzSettings, Settings
 from gateway.envoy.compiled import decisions
 from gateway.envoy.compiled.authn_plan import plan_authn
 from gateway.envoy.compiled.celexpr import FIELD_EXTRACTION, JWT_AUTHN
-from gateway.envoy.compiled.checks import SCOPE_PASSED, TOKEN_PASSED
-from gateway.envoy.compiled.policy_filters import DENY_PASSED
 from gateway.envoy.compiled.resources import POLICY_ETAG_TAG
 from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE
 from gateway.envoy.completion import Ending, ending_of
@@ -54,21 +52,18 @@ _MAX_ID = 200  # an RBAC policy id comes from the config, but a record never hol
 
 # What the last RBAC filter's id says the record may name, as opsgate's own stages would have
 # found it by then (besides the route:K, deny: and allow: ids, which pass every check):
-# the caller, once the token filter passed it (a refused token names no one, as authn records
-# none); the name, once the route filter read it; the permission, once a route fitted the name.
+# the caller, once the token checks passed it (a refused token names no one, as authn records
+# none); the name, once the name checks read it; the permission, once a route fitted the name.
 _CALLER_KNOWN = frozenset(
     {
-        TOKEN_PASSED,
-        SCOPE_PASSED,
         decisions.INSUFFICIENT_SCOPE,
         decisions.UNIMPLEMENTED,
         decisions.INVALID_NAME,
         decisions.DEFAULT_DENY,
-        DENY_PASSED,
     }
 )
-_NAMED = frozenset({decisions.INVALID_NAME, decisions.DEFAULT_DENY, DENY_PASSED})
-_ROUTED = frozenset({decisions.DEFAULT_DENY, DENY_PASSED})
+_NAMED = frozenset({decisions.INVALID_NAME, decisions.DEFAULT_DENY})
+_ROUTED = frozenset({decisions.DEFAULT_DENY})
 # The ErrorInfo reason Envoy's local reply gives each refusal (replies.py).
 _REFUSAL_REASONS = {
     decisions.INVALID_TOKEN: "JWT_TOKEN_INVALID",
@@ -76,7 +71,6 @@ _REFUSAL_REASONS = {
     decisions.UNIMPLEMENTED: "METHOD_NOT_IMPLEMENTED",
     decisions.INVALID_NAME: "RESOURCE_NAME_INVALID",
     decisions.DEFAULT_DENY: "IAM_PERMISSION_DENIED",
-    DENY_PASSED: "IAM_PERMISSION_DENIED",
 }
 _DECIDING = (decisions.BINDINGS, decisions.DENY_RULE)
 

@@ -17,8 +17,6 @@ from gateway.policy.deny import denies_permission
 from gateway.policy.members import Member
 from gateway.policy.model import Binding, Condition, DenyRule, Policy
 
-DENY_PASSED = "deny-ok"  # no deny rule applies: the call goes on to the bindings
-
 
 def _by_route(numbers: Iterable[int], action_for: Callable[[int], Json]) -> Json:
     """An OnMatch looking the call's route up: the action of a route among `numbers`, or
@@ -65,15 +63,30 @@ def _translations(
     return list(found.values())
 
 
-def deny_filter(
+def policy_filter(
     policy: Policy,
     routes: tuple[RouteEntry, ...],
     identities: Identities,
     problems: list[Problem],
-) -> Json:
+) -> tuple[Json, dict[str, int]]:
+    """One RBAC filter: the deny rules first; then, if none applies, the bindings; then the
+    default, deny. Each is a prefix tree on the name's resources."""
+    deny_tree = _deny_tree(policy, routes, identities, problems)
+    allow_tree, counts = _allow_tree(policy, routes, identities, problems)
+    stages = [(ALWAYS, xds.then(tree)) for tree in (deny_tree, allow_tree) if tree is not None]
+    default = xds.action(decisions.DEFAULT_DENY, allow=False)
+    matcher = xds.first_of(stages, default) if stages else {"on_no_match": default}
+    return xds.rbac_filter("opsgate.policy", matcher), counts
+
+
+def _deny_tree(
+    policy: Policy,
+    routes: tuple[RouteEntry, ...],
+    identities: Identities,
+    problems: list[Problem],
+) -> Json | None:
     """By the name's resource prefixes, the deny rules attached there; each rule written once,
-    with the routes whose permission it denies looked up exactly. No rule applies: on to the
-    bindings."""
+    with the routes whose permission it denies looked up exactly. None: no rule denies."""
     by_resource: dict[str, list[DenyRule]] = defaultdict(list)
     for rule in policy.deny_rules:
         by_resource[rule.resource].append(rule)
@@ -84,12 +97,7 @@ def deny_filter(
             node += _deny_entries(policy.source, rule, routes, identities, problems)
         if node:
             branches.update([_branch(resource, node)])
-    passed = xds.action(DENY_PASSED, allow=True)
-    if not branches:
-        return xds.rbac_filter("opsgate.deny", xds.first_of([(ALWAYS, passed)]))
-    tree = xds.by_prefix(xds.header(NAME_HEADER), branches)
-    tree["on_no_match"] = passed
-    return xds.rbac_filter("opsgate.deny", tree)
+    return xds.by_prefix(xds.header(NAME_HEADER), branches) if branches else None
 
 
 def _deny_entries(
@@ -122,12 +130,12 @@ def _deny_entries(
 # --- the ALLOW filter ---------------------------------------------------------------------
 
 
-def allow_filter(
+def _allow_tree(
     policy: Policy,
     routes: tuple[RouteEntry, ...],
     identities: Identities,
     problems: list[Problem],
-) -> tuple[Json, dict[str, int]]:
+) -> tuple[Json | None, dict[str, int]]:
     """By resource (the name's prefix), then: the route among those a group of bindings grants,
     and the caller among their members. Unconditional bindings at one resource that grant the
     same routes share one entry, whatever their number."""
@@ -145,10 +153,8 @@ def allow_filter(
         entries_total += len(node)
         if node:
             branches.update([_branch(resource, node)])
-    tree = xds.by_prefix(xds.header(NAME_HEADER), branches) if branches else {}
-    tree["on_no_match"] = xds.action(decisions.DEFAULT_DENY, allow=False)
-    counts = {"resources": len(by_resource), "allow_entries": entries_total}
-    return xds.rbac_filter("opsgate.allow", tree), counts
+    tree = xds.by_prefix(xds.header(NAME_HEADER), branches) if branches else None
+    return tree, {"resources": len(by_resource), "allow_entries": entries_total}
 
 
 def _allow_node(

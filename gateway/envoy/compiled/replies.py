@@ -1,16 +1,14 @@
 """Envoy's own answers to the calls the compiled filters refuse, in Google's shape as far as a
 static answer goes: the code, the message, a google.rpc.Status with an ErrorInfo. Which check
-refused is read from the id of the last RBAC filter that passed the call (Envoy writes a
-refusing filter's own id only after its answer is sent)."""
+refused is read from Envoy's response details, which name the refusing RBAC decision (its
+dynamic metadata is written only after the answer is sent)."""
 
 from __future__ import annotations
 
 import base64
 
 from gateway.envoy.compiled import decisions
-from gateway.envoy.compiled.checks import SCOPE_PASSED, TOKEN_PASSED, routed_methods
-from gateway.envoy.compiled.policy_filters import DENY_PASSED
-from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE, ROUTE_HEADER, RouteEntry
+from gateway.envoy.compiled.routes import ROUTE_HEADER, RouteEntry
 from gateway.envoy.compiled.xds import Json
 from gateway.errors import (
     InvalidArgument,
@@ -22,6 +20,8 @@ from gateway.errors import (
     unimplemented,
 )
 
+_CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+DENIED_DETAILS = "rbac_access_denied_matched_policy"  # RBAC's response details: NAME in [...]
 RESOURCE_NAME_MESSAGE = "Invalid resource name: it matches none of the method's resource patterns."
 
 
@@ -54,18 +54,19 @@ def _status_is(code: int) -> Json:
     }
 
 
-def _passed(policy_id: str) -> Json:
-    """The last RBAC filter that passed the call said `policy_id`."""
+def _details(condition: str) -> Json:
+    """A CEL filter on the refusal (evaluated only for Envoy's own answers, never per call)."""
     return {
-        "metadata_filter": {
-            "matcher": {
-                "filter": RBAC_NAMESPACE,
-                "path": [{"key": POLICY_ID_KEY}],
-                "value": {"string_match": {"exact": policy_id}},
-            },
-            "match_if_key_not_found": False,
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": _CEL_FILTER, "expression": condition},
         }
     }
+
+
+def _refused_by(policy_id: str) -> str:
+    """CEL: the RBAC decision named `policy_id` refused the call."""
+    return f'response.code_details == "{DENIED_DETAILS}[{policy_id}]"'
 
 
 def _header(name: str, *, present: bool) -> Json:
@@ -82,22 +83,15 @@ def _both(*filters: Json) -> Json:
 
 def local_replies(routes: tuple[RouteEntry, ...], service: str) -> Json:
     """The connection manager's local_reply_config."""
-    routed = {"name": ":path", "string_match": {"safe_regex": {"regex": routed_methods(routes)}}}
+    missing = _both(_status_is(401), _header("authorization", present=False))
     mappers = [
-        _answer(
-            _both(_status_is(401), _header("authorization", present=False)), credentials_missing("")
-        ),
+        _answer(missing, credentials_missing("")),
         _answer(_status_is(401), token_invalid("")),
-        _answer(_passed(TOKEN_PASSED), scope_insufficient("")),
+        _answer(_details(_refused_by(decisions.INVALID_TOKEN)), token_invalid("")),
+        _answer(_details(_refused_by(decisions.INSUFFICIENT_SCOPE)), scope_insufficient("")),
+        _answer(_details(_refused_by(decisions.UNIMPLEMENTED)), unimplemented("")),
         _answer(
-            _both(
-                _passed(SCOPE_PASSED),
-                {"header_filter": {"header": {**routed, "invert_match": True}}},
-            ),
-            unimplemented(""),
-        ),
-        _answer(
-            _passed(SCOPE_PASSED),
+            _details(_refused_by(decisions.INVALID_NAME)),
             InvalidArgument(RESOURCE_NAME_MESSAGE, reason="RESOURCE_NAME_INVALID", domain=service),
         ),
     ]
@@ -110,12 +104,14 @@ def local_replies(routes: tuple[RouteEntry, ...], service: str) -> Json:
             domain=service,
             metadata={"permission": permission},
         )
-        # Refused by a deny rule (the route filter passed it last), or by no binding (the
-        # deny filter did, and the route is in the request's header).
-        mappers.append(_answer(_passed(decisions.route_id(entry.number)), denied))
-        route = {"name": ROUTE_HEADER, "string_match": {"exact": decisions.route_id(entry.number)}}
-        bindings = _both(_passed(DENY_PASSED), {"header_filter": {"header": route}})
-        mappers.append(_answer(bindings, denied))
-    # Last: a refusal no filter passed before is the token filter's own.
+        # A deny rule names the route in its id; no binding: the route is the call's header.
+        rule = f"{DENIED_DETAILS}[{decisions.DENY_RULE}{entry.number}/"
+        by_rule = f'response.code_details.startsWith("{rule}")'
+        by_default = (
+            f"{_refused_by(decisions.DEFAULT_DENY)} && "
+            f'request.headers["{ROUTE_HEADER}"] == "{decisions.route_id(entry.number)}"'
+        )
+        mappers.append(_answer(_details(f"{by_rule} || ({by_default})"), denied))
+    # Last: whatever else Envoy refuses on its own is the token's (fail closed).
     mappers.append(_answer(_status_is(403), token_invalid("")))
     return {"mappers": mappers}

@@ -38,7 +38,6 @@ from gateway.envoy.compiled.ledger import (
     Logged,
     principal_rules,
 )
-from gateway.envoy.compiled.policy_filters import DENY_PASSED
 from gateway.envoy.compiled.resources import COMPILED_LOG_NAME, POLICY_ETAG_TAG
 from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE
 from gateway.envoy.completion import CompletionJoin
@@ -329,11 +328,6 @@ CASES = [
         Entry(decisions.INVALID_NAME, claims=ALICE, name="projects/acme/../x", status="3"),
         Expect(3, "RESOURCE_NAME_INVALID", ALICE_MEMBER, "projects/acme/../x"),
         id="refused-invalid-name",
-    ),
-    pytest.param(
-        Entry(DENY_PASSED, claims=ALICE, status="7", message=DENIED),
-        Expect(7, "IAM_PERMISSION_DENIED", ALICE_MEMBER, OPERATION, PERMISSION),
-        id="refused-with-the-deny-filter-last",
     ),
     pytest.param(
         Entry("allow:0", "allowed", ALICE, tag="0123456789abcdef"),

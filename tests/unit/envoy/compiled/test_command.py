@@ -19,6 +19,7 @@ from gateway.envoy.bootstrap import GRPC_LISTENER
 from gateway.policy.loader import load_policy
 from gateway.profile import load_profile
 from gateway.testing.envoy import envoy_available, validate
+from tests.support.compiled_stack import static_bootstrap
 from tests.support.stack import make_identity
 
 needs_envoy = pytest.mark.skipif(not envoy_available(), reason="no envoy binary")
@@ -170,17 +171,7 @@ def test_envoy_takes_the_compiled_listener_and_clusters(
     """The same resources as static ones: validation then builds the listener itself, so
     every filter, matcher, regex and CEL expression in it is checked by Envoy."""
     assert project.compile(capsys)[0] == 0
-
-    def static(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in r.items() if k != "@type"} for r in resources]
-
-    boot = yaml.safe_load((project.out / "bootstrap.yaml").read_text(encoding="utf-8"))
-    del boot["dynamic_resources"]
-    boot["static_resources"] = {
-        "listeners": static(project.json("lds.json")["resources"]),
-        "clusters": static(project.json("cds.json")["resources"]),
-    }
-    validate(boot)
+    validate(static_bootstrap(project.out))
 
 
 @needs_envoy
