@@ -176,6 +176,36 @@ def _without_regexes(node: Json) -> Json:
     return node
 
 
+_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+
+
+# (name, transform): every filter, then the chain cut back from the policy end.
+CPU_CUTS: tuple[tuple[str, Transform], ...] = (
+    ("the whole compiled chain", lambda doc: doc),
+    ("without opsgate.policy", _keep_first(5)),
+    ("without opsgate.route_to_header either", _keep_first(4)),
+    ("without opsgate.checks either", _keep_first(3)),
+    ("without opsgate.claims_to_headers either", _keep_first(2)),
+    ("jwt_authn alone (grpc_field_extraction out too)", _keep_first(1)),
+)
+CPU_VARIANTS: tuple[tuple[str, Transform], ...] = (
+    (
+        "the whole chain, member and route regexes as exact/contains matches",
+        _mapped(_without_regexes),
+    ),
+)
+MEMORY_VARIANTS: tuple[tuple[str, Transform], ...] = (
+    ("as compiled", lambda doc: doc),
+    (
+        "member and route regexes as exact/contains matches (same decisions)",
+        _mapped(_without_regexes),
+    ),
+    ("every regex as an exact string (attribution only)", _mapped(_regex_as_exact)),
+    ("CEL predicates as a header match", _mapped(_cel_as_header)),
+    ("without opsgate.policy", _without("opsgate.policy")),
+)
+
+
 def _variant_dir(bench: Bench, source: Path, label: str, index: int, transform: Transform) -> Path:
     directory = bench.dir / "compiled-probes" / f"{label}-{index}"
     shutil.rmtree(directory, ignore_errors=True)
