@@ -345,20 +345,7 @@ def _baseline_rows(bench: Bench, started: Started) -> list[EnvoyRow]:
     assert bench.upstream is not None
     up_port = int(bench.upstream.address.rpartition(":")[2])
     jwks = bench.identity.jwks_file
-    proxy = bench.start_gateway("compiled-phase-proxy")
-    started.services.append(proxy)
-    rows = [
-        EnvoyRow(
-            "opsgate-proxy",
-            "opsgate proxy, audit on",
-            proxy.address,
-            proxy.pid,
-            "python -m gateway serve",
-            upstream=bench.upstream.pid,
-            token=bench.warm_token,
-            expected=bench.expected,
-        )
-    ]
+    rows = [envoyrows.proxy_row(bench, started, "compiled-phase-proxy", bench.upstream.pid)]
     for key, kind, title in (
         ("envoy-hop", "hop", "Envoy hop"),
         ("envoy-jwt-rbac", "jwt_rbac", "Envoy jwt_authn + rbac"),

@@ -91,6 +91,22 @@ def _port(address: str) -> int:
     return int(address.rpartition(":")[2])
 
 
+def proxy_row(bench: Bench, started: Started, name: str, upstream_pid: int) -> EnvoyRow:
+    """opsgate's own proxy, audit on: the row every Envoy row is weighed against."""
+    proxy = bench.start_gateway(name)
+    started.services.append(proxy)
+    return EnvoyRow(
+        "opsgate-proxy",
+        "opsgate proxy, audit on",
+        proxy.address,
+        proxy.pid,
+        "python -m gateway serve",
+        upstream=upstream_pid,
+        token=bench.warm_token,
+        expected=bench.expected,
+    )
+
+
 def _envoy_row(
     bench: Bench,
     started: Started,
@@ -176,20 +192,7 @@ def _start_rows(bench: Bench, started: Started) -> list[EnvoyRow]:
             expected_file=answer_file,
         )
     )
-    proxy = bench.start_gateway("envoy-phase-proxy")
-    started.services.append(proxy)
-    rows.append(
-        EnvoyRow(
-            "opsgate-proxy",
-            "opsgate proxy, audit on",
-            proxy.address,
-            proxy.pid,
-            "python -m gateway serve",
-            upstream=upstream.pid,
-            token=bench.warm_token,
-            expected=bench.expected,
-        )
-    )
+    rows.append(proxy_row(bench, started, "envoy-phase-proxy", upstream.pid))
     rows.append(
         _envoy_row(
             bench,

@@ -122,14 +122,20 @@ def test_a_policy_edit_takes_effect_without_a_restart(
     assert stack.envoy.pid == pid
 
 
-def test_a_policy_that_does_not_compile_changes_nothing(
-    stack: CompiledStack, identity: Identity, policy: Path
-) -> None:
+def _alice_granted(stack: CompiledStack, identity: Identity, policy: Path) -> str:
+    """WITH_ALICE compiled and in force, its grant seen by a call; the version."""
     policy.write_text(WITH_ALICE)
     version = stack.recompile()
     eventually(lambda: version_in_force(stack) == version, "the first policy in force")
     # A connection made before the update keeps the old filters until Envoy drains it.
     eventually(lambda: ask(stack, identity) == "OK", "the first policy's grant")
+    return version
+
+
+def test_a_policy_that_does_not_compile_changes_nothing(
+    stack: CompiledStack, identity: Identity, policy: Path
+) -> None:
+    version = _alice_granted(stack, identity, policy)
     before, successes = files(stack), stat(stack, LDS_SUCCESS)
     policy.write_text(NOT_COMPILED)
     with pytest.raises(Refused) as refused:
@@ -152,10 +158,7 @@ def test_a_policy_that_does_not_compile_changes_nothing(
 def test_a_listener_envoy_rejects_is_nacked_and_the_old_one_serves(
     stack: CompiledStack, identity: Identity, policy: Path
 ) -> None:
-    policy.write_text(WITH_ALICE)
-    version = stack.recompile()
-    eventually(lambda: version_in_force(stack) == version, "the first policy in force")
-    eventually(lambda: ask(stack, identity) == "OK", "the first policy's grant")
+    version = _alice_granted(stack, identity, policy)
     pid, rejected = stack.envoy.pid, stat(stack, LDS_REJECTED)
     successes = stat(stack, LDS_SUCCESS)
     lds = stack.compiler.layout.directory / LISTENERS_FILE
