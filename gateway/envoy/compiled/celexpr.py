@@ -89,10 +89,6 @@ def request_name() -> Json:
     return index(index(dynamic_metadata(FIELD_EXTRACTION), "name"), 0)
 
 
-def name_fits_in_bytes(limit: int) -> Json:
-    return call("_<=_", call("size", call("bytes", request_name())), const(limit))
-
-
 # --- opsgate's IAM conditions ---------------------------------------------------------------
 
 

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     documents = _rendered(compiler, render=not args.check)
     if documents is None:
         return 1
-    compiled, _ = documents
+    compiled, files = documents
     if args.check:
         print(f"opsgate: the policy compiles ({_summary(compiled)}); nothing written (--check)")
         return 0
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "whenever they are replaced (`opsgate envoy-compile --watch` does so on each change).",
     )
     write_resources(args.out, {BOOTSTRAP_FILE: to_yaml(bootstrap(compiler.layout), header)})
-    _write(compiler, compiled)
+    _write(compiler, compiled, files)
     if not args.watch:
         return 0
     return watch(compiler, args.interval, stamp)
@@ -114,9 +114,9 @@ def _summary(compiled: Compiled) -> str:
     return ", ".join(f"{value} {key}" for key, value in compiled.counts.items())
 
 
-def _write(compiler: Compiler, compiled: Compiled) -> None:
-    """Write the listener and clusters of `compiled` (already rendered once: it renders)."""
-    compiler.write(compiled)
+def _write(compiler: Compiler, compiled: Compiled, files: dict[str, str]) -> None:
+    """Write the listener and clusters `compiled` was rendered into, and say so."""
+    write_resources(compiler.layout.directory, files)
     where = compiler.layout.directory
     print(
         f"opsgate: compiled policy {compiled.policy_etag} ({_summary(compiled)}) written to {where}"
@@ -135,4 +135,4 @@ def watch(compiler: Compiler, interval_s: float, stamp: tuple[int, int, int] | N
         stamp = now
         documents = _rendered(compiler)
         if documents is not None:
-            _write(compiler, documents[0])
+            _write(compiler, *documents)

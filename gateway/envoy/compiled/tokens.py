@@ -4,7 +4,6 @@ that must hold. Its DENY fires when the expression is false OR fails to evaluate
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,8 +231,3 @@ def lists_malformed(rule: TokenRules) -> Json:
         for header, claim in rule.provider.list_claims.items()
     ]
     return xds.any_of(*checks)
-
-
-def describe(rule: TokenRules) -> str:
-    """A line for the generated config's comments."""
-    return json.dumps({"issuer": rule.provider.issuer, "kind": rule.provider.kind})

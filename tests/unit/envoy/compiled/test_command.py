@@ -360,8 +360,8 @@ def test_watch_compiles_an_edit_made_while_the_first_compile_was_written(
     write = command._write
     writes: list[str] = []
 
-    def write_then_edit(compiler: command.Compiler, compiled: Any) -> None:
-        write(compiler, compiled)
+    def write_then_edit(compiler: command.Compiler, compiled: Any, files: Any) -> None:
+        write(compiler, compiled, files)
         writes.append(compiled.policy_etag)
         if len(writes) == 1:
             project.policy.write_text(edited)  # the edit lands now
