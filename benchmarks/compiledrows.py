@@ -435,12 +435,7 @@ def _measure_all(bench: Bench, rows: list[EnvoyRow], seconds: float, repeats: in
                 authorizer=authorizer,
             )
             row.runs.setdefault(AT, []).append(m)
-            authz = f" + authz {m.authorizer_cpu_us:5.0f}" if m.authorizer_cpu_us else ""
-            print(
-                f"  rep {rep + 1} c={AT} {row.key:<44} {m.rps:8.0f} req/s  "
-                f"p50 {m.p50_us / 1000:6.2f} ms  cpu {m.cpu_us:6.0f}{authz} µs/call",
-                file=sys.stderr,
-            )
+            envoyrows.say_measured(rep, str(AT), f"{row.key:<44}", m)
     for row in rows:
         row.check.merge(_check(bench, row))
 

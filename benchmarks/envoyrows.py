@@ -91,6 +91,16 @@ def _port(address: str) -> int:
     return int(address.rpartition(":")[2])
 
 
+def say_measured(rep: int, concurrency: str, key: str, m: Measurement) -> None:
+    """One measurement's line on stderr (the progress of a phase)."""
+    authz = f" + authz {m.authorizer_cpu_us:5.0f}" if m.authorizer_cpu_us else ""
+    print(
+        f"  rep {rep + 1} c={concurrency} {key} {m.rps:8.0f} req/s  "
+        f"p50 {m.p50_us / 1000:6.2f} ms  cpu {m.cpu_us:6.0f}{authz} µs/call",
+        file=sys.stderr,
+    )
+
+
 def proxy_row(bench: Bench, started: Started, name: str, upstream_pid: int) -> EnvoyRow:
     """opsgate's own proxy, audit on: the row every Envoy row is weighed against."""
     proxy = bench.start_gateway(name)
@@ -342,12 +352,7 @@ def _run(bench: Bench, rows: list[EnvoyRow]) -> dict[str, Any]:
             for row in rows[shift:] + rows[:shift]:
                 m = _measure(bench, row, concurrency, mode.h2load_seconds)
                 row.runs.setdefault(concurrency, []).append(m)
-                authz = f" + authz {m.authorizer_cpu_us:5.0f}" if m.authorizer_cpu_us else ""
-                print(
-                    f"  rep {rep + 1} c={concurrency:<3} {row.key:<18} {m.rps:8.0f} req/s  "
-                    f"p50 {m.p50_us / 1000:6.2f} ms  cpu {m.cpu_us:6.0f}{authz} µs/call",
-                    file=sys.stderr,
-                )
+                say_measured(rep, f"{concurrency:<3}", f"{row.key:<18}", m)
     split = _worker_split(workers_before, _worker_ticks(rows))
     for row in rows:
         row.check.merge(_check(bench, row))
