@@ -53,6 +53,9 @@ class Decision:
     # A condition reading request.time was evaluated: the same request may decide differently
     # later, so this decision must not be cached.
     time_dependent: bool
+    # An allowed read whose record the policy's auditConfigs leave out, and why; None when the
+    # call must be recorded (always for refusals, writes, and policies without auditConfigs).
+    unrecorded: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from gateway.policy.auditing import unrecorded
 from gateway.policy.cel import ConditionContext, ConditionEvaluationError
 from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry
 from gateway.policy.deny import APPLIES, DenyMatch, condition_applies, match, match_listed
+from gateway.policy.hierarchy import NO_TAGS, Hierarchy
+from gateway.policy.hierarchy import resource_chain as resource_chain  # re-exported
 from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
 from gateway.policy.members import CallerKeys, caller_keys
 from gateway.policy.model import AccessRequest, Binding, Caller, Condition, DenyRule, Policy
 from gateway.policy.roles import normalize_permission
-
-_FULL_NAME_PREFIX = "//"
 
 # resource.type for conditions, by the last collection of the resource name.
 _TYPES = {
@@ -24,52 +25,32 @@ _TYPES = {
 }
 
 
-def resource_chain(resource: str) -> tuple[str, ...]:
-    """The resource and its ancestors, root first: every prefix ending at a resource id.
-
-    "projects/p/locations/l/operations/o" gives projects/p, projects/p/locations/l and itself.
-    A full name (//SERVICE/projects/...) is read as its relative name.
-    """
-    if resource.startswith(_FULL_NAME_PREFIX):
-        slash = resource.find("/", 2)
-        resource = resource[slash + 1 :] if slash > 0 else ""
-    if _has_unusable_segment(resource):
-        # Empty, "." and ".." segments would let a name borrow an ancestor it does not have
-        # (".../operations/op1/../op2"); such a name has no ancestors, so only default deny.
-        return ()
-    chain: list[str] = []
-    count = 0
-    position = resource.find("/")
-    while position >= 0:
-        count += 1
-        if count % 2 == 0:
-            chain.append(resource[:position])
-        position = resource.find("/", position + 1)
-    if count % 2 == 1:
-        chain.append(resource)
-    return tuple(chain)
-
-
-def _has_unusable_segment(resource: str) -> bool:
-    # The substring tests are cheap and almost always false; only then split.
-    suspicious = (
-        "//" in resource
-        or "/." in resource
-        or resource.startswith(("/", "."))
-        or resource.endswith("/")
-    )
-    return suspicious and any(part in ("", ".", "..") for part in resource.split("/"))
-
-
 class _Conditions:
     """Evaluates conditions for one request, building the context only if one is needed."""
 
-    __slots__ = ("_context", "_now", "_permission", "_resource", "time_dependent")
+    __slots__ = (
+        "_chain",
+        "_context",
+        "_hierarchy",
+        "_now",
+        "_permission",
+        "_resource",
+        "time_dependent",
+    )
 
-    def __init__(self, resource: str, permission: str, now: datetime) -> None:
-        self._resource = resource
+    def __init__(
+        self,
+        chain: tuple[str, ...],
+        request: AccessRequest,
+        permission: str,
+        now: datetime,
+        hierarchy: Hierarchy,
+    ) -> None:
+        self._chain = chain
+        self._resource = chain[-1] if chain else request.resource
         self._permission = permission
         self._now = now
+        self._hierarchy = hierarchy
         self._context: ConditionContext | None = None
         self.time_dependent = False
 
@@ -78,7 +59,7 @@ class _Conditions:
         if condition is None:
             return "absent", ""
         if self._context is None:
-            self._context = _condition_context(self._resource, self._permission, self._now)
+            self._context = self._build()
         compiled = condition.compiled
         if compiled.uses_time:
             self.time_dependent = True
@@ -87,6 +68,17 @@ class _Conditions:
         except ConditionEvaluationError as exc:
             return "error", str(exc)
         return ("true" if result else "false"), ""
+
+    def _build(self) -> ConditionContext:
+        kind, service = condition_facts(self._resource, self._permission)
+        tags = self._hierarchy.effective_tags(self._chain) if self._hierarchy.tags else NO_TAGS
+        return ConditionContext(
+            resource_name=self._resource,
+            request_time=self._now,
+            resource_type=kind,
+            resource_service=service,
+            tags=tags,
+        )
 
 
 def condition_facts(resource: str, permission: str) -> tuple[str, str]:
@@ -101,13 +93,6 @@ def condition_facts(resource: str, permission: str) -> tuple[str, str]:
     else:
         kind = ""
     return kind, service
-
-
-def _condition_context(resource: str, permission: str, now: datetime) -> ConditionContext:
-    kind, service = condition_facts(resource, permission)
-    return ConditionContext(
-        resource_name=resource, request_time=now, resource_type=kind, resource_service=service
-    )
 
 
 def keys_for(index: PolicyIndex, caller: Caller) -> CallerKeys:
@@ -155,7 +140,8 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     """
     index = policy.index
     permission = normalize_permission(request.permission)
-    chain = resource_chain(request.resource)
+    hierarchy = policy.hierarchy
+    chain = hierarchy.chain(request.resource)
     keys = keys_for(index, caller)
     conditions: _Conditions | None = None  # built only when a condition has to be evaluated
 
@@ -170,7 +156,7 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
         pending.append(rule)
     for rule in pending:
         if conditions is None:
-            conditions = _Conditions(_leaf(chain, request), permission, now)
+            conditions = _Conditions(chain, request, permission, now, hierarchy)
         result, detail = conditions.evaluate(rule.condition)
         if condition_applies(result):
             # "error" lands here too: a deny rule whose condition cannot be evaluated applies.
@@ -199,26 +185,22 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
                     if binding.condition is None:
                         time_dependent = conditions.time_dependent if conditions else False
                         return _allowed(
-                            policy, request, keys, binding, key, "absent", time_dependent
+                            policy, request, keys, binding, key, "absent", time_dependent, chain
                         )
                     conditional.append((binding, key))
         for binding, key in conditional:
             if binding.ordinal in failures:
                 continue
             if conditions is None:
-                conditions = _Conditions(_leaf(chain, request), permission, now)
+                conditions = _Conditions(chain, request, permission, now, hierarchy)
             result, detail = conditions.evaluate(binding.condition)
             if result == "true":
                 return _allowed(
-                    policy, request, keys, binding, key, result, conditions.time_dependent
+                    policy, request, keys, binding, key, result, conditions.time_dependent, chain
                 )
             failures[binding.ordinal] = (result, detail)
     time_dependent = conditions.time_dependent if conditions else False
     return _default_deny(policy, request, keys, chain, permission, failures, time_dependent)
-
-
-def _leaf(chain: tuple[str, ...], request: AccessRequest) -> str:
-    return chain[-1] if chain else request.resource
 
 
 def _via(index: PolicyIndex, keys: CallerKeys, matched_key: str) -> str | None:
@@ -244,6 +226,7 @@ def _allowed(
     key: str,
     condition_result: ConditionResult,
     time_dependent: bool,
+    chain: tuple[str, ...],
 ) -> Decision:
     member = binding.member_for(key)
     written = member.written if member is not None else key
@@ -262,7 +245,10 @@ def _allowed(
         f"{request.permission} granted on {request.resource} by {binding.role} "
         f"to {written} on {binding.resource}{_at(binding.source_line)}"
     )
-    return Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent)
+    left_out = unrecorded(
+        policy.audit_configs, chain, normalize_permission(request.permission), keys.allow
+    )
+    return Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent, left_out)
 
 
 def _denied_by_rule(
@@ -393,10 +379,9 @@ def explain(
     """
     index = policy.index
     permission = normalize_permission(request.permission)
-    chain = resource_chain(request.resource)
-    resource = chain[-1] if chain else request.resource
+    chain = policy.hierarchy.chain(request.resource)
     keys = keys_for(index, caller)
-    conditions = _Conditions(resource, permission, now)
+    conditions = _Conditions(chain, request, permission, now, policy.hierarchy)
     trace: list[TraceEntry] = []
     for level in chain:
         for rule in index.deny_by_resource.get(level, ()):

@@ -13,6 +13,8 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.policy.cel import CompiledCondition, ConditionError, compile_condition
+from gateway.policy.exports import deny_attachment, read_audit_configs, unknown_role
+from gateway.policy.hierarchy import EMPTY_HIERARCHY, Hierarchy
 from gateway.policy.index import build_index
 from gateway.policy.members import (
     MEMBER_FORMS_HINT,
@@ -23,7 +25,16 @@ from gateway.policy.members import (
     is_email,
 )
 from gateway.policy.members import parse_member as _parse_member
-from gateway.policy.model import Binding, Condition, DenyRule, Group, Policy
+from gateway.policy.model import (
+    AuditConfig,
+    Binding,
+    Condition,
+    DenyRule,
+    Group,
+    Policy,
+    PolicyNote,
+)
+from gateway.policy.resources_section import read_resources
 from gateway.policy.roles import (
     PermissionPattern,
     PermissionSet,
@@ -36,9 +47,12 @@ from gateway.policy.roles import (
 from gateway.resource_names import name_problem
 from gateway.sourcefile import LineMap, load_json_or_yaml_text
 
-TOP_KEYS = ("allow", "deny", "roles", "groups", "etag", "description")
-# etag, version and auditConfigs come with `gcloud ... get-iam-policy` output: accepted, unused.
-ALLOW_KEYS = ("resource", "bindings", "etag", "version", "auditConfigs")
+TOP_KEYS = ("allow", "deny", "roles", "groups", "resources", "etag", "description")
+# An allow policy as `gcloud ... get-iam-policy` prints it: its keys beside `resource`, or the
+# whole output unchanged under `policy`.
+EXPORT_KEYS = ("bindings", "etag", "version", "auditConfigs")
+ALLOW_KEYS = ("resource", "policy", *EXPORT_KEYS)
+POLICY_VERSIONS = (1, 2, 3)
 BINDING_KEYS = ("role", "members", "condition")
 CONDITION_KEYS = ("expression", "title", "description", "location")
 # Everything but `resource` and `rules` is what Google's deny policy export carries alongside.
@@ -67,7 +81,7 @@ RULE_KEYS = (
 WRAPPED_RULE_KEYS = ("denyRule", "description")
 # A binding with only these keys may take the quick way (see _Loader.quick_binding).
 _PLAIN_BINDING = frozenset(("role", "members"))
-ROLE_KEYS = ("name", "title", "description", "includedPermissions", "stage", "etag")
+ROLE_KEYS = ("name", "title", "description", "includedPermissions", "stage", "etag", "deleted")
 
 # Every syntax here is checked with fullmatch: `$` also matches before a trailing newline.
 _ID = r"[^/\s*]+"
@@ -76,12 +90,16 @@ _RESOURCE = re.compile(
     rf"|/authorizedViewSets/{_ID}(?:/authorizedViews/{_ID}(?:/operations/{_ID})?)?)?)?"
 )
 _SERVICE_PREFIX = "//contactcenterinsights.googleapis.com/"
-_CRM_PROJECT = re.compile(rf"//cloudresourcemanager\.googleapis\.com/(projects/{_ID})")
+_CRM_NAME = re.compile(
+    rf"//cloudresourcemanager\.googleapis\.com/(projects/{_ID}|(?:folders|organizations)/[0-9]+)"
+)
+_CONTAINER = re.compile(r"(?:folders|organizations)/[0-9]+")
 _CUSTOM_ROLE = re.compile(r"(?:projects/[^/\s]+|organizations/[0-9]+)/roles/[A-Za-z0-9_.]{3,64}")
 # IAM's Role.stage values; DISABLED is the one that changes what a role grants.
 ROLE_STAGES = ("ALPHA", "BETA", "GA", "DEPRECATED", "DISABLED", "EAP")
 RESOURCE_HINT = (
-    "resources are projects/P, projects/P/locations/L, .../locations/L/operations/O, "
+    "resources are organizations/N, folders/N, projects/P, projects/P/locations/L, "
+    ".../locations/L/operations/O, "
     ".../locations/L/authorizedViewSets/S, .../authorizedViewSets/S/authorizedViews/V "
     "or .../authorizedViews/V/operations/O"
 )
@@ -171,9 +189,11 @@ def normalize_resource(text: str) -> str | None:
     if text.startswith(_SERVICE_PREFIX):
         text = text[len(_SERVICE_PREFIX) :]
     else:
-        match = _CRM_PROJECT.fullmatch(text)
+        match = _CRM_NAME.fullmatch(text)
         if match:
             text = match.group(1)
+    if _CONTAINER.fullmatch(text):
+        return text
     # A name a request could never carry (control or invisible characters, percent-encoding)
     # would make the binding or deny rule silently apply to nothing.
     if not _RESOURCE.fullmatch(text) or name_problem(text) is not None:
@@ -205,6 +225,13 @@ class _Loader:
         self.predefined = predefined_roles()
         extra = frozenset(p for perm in known_permissions if (p := _dotted(perm)))
         self.known = predefined_permissions() | extra
+        # Permissions of other services are legal (custom roles and deny policies carry them)
+        # but grant and deny nothing here; a misspelt permission of these services is an error.
+        self.services = frozenset(p.partition(".")[0] for p in self.known)
+        self.hierarchy: Hierarchy = EMPTY_HIERARCHY
+        self.notes: list[PolicyNote] = []
+        self.audit_configs: dict[str, list[AuditConfig]] = {}
+        self.foreign_roles: dict[str, Role] = {}  # roles of other services met in bindings
         self.roles: dict[str, Role] = dict(self.predefined)
         self.broken_roles: set[str] = set()
         self.member_cache: dict[str, ParsedMember] = {}
@@ -217,6 +244,10 @@ class _Loader:
 
     def add(self, key: str | None, problem: str, line: int | None, hint: str = "") -> None:
         self.problems.append(PolicyProblem(self.source, line, key, problem, hint))
+
+    def note(self, line: int | None, kind: str, message: str, hint: str = "") -> None:
+        """Something legal that does less than it seems: a warning for `policy check`."""
+        self.notes.append(PolicyNote(line, kind, message, hint))
 
     def locate(self, value: str, start: int | None) -> int | None:
         """The line of a list item: lists carry no lines, so find the text at or after its key.
@@ -310,22 +341,28 @@ class _Loader:
 
     # -- parts --------------------------------------------------------------------------------
 
-    def resource(self, data: LineMap, path: str) -> str | None:
-        text = self.string(data, "resource", path, required=True)
+    def normalized(self, text: str) -> str | None:
+        """normalize_resource, once per distinct text: the same resources stand in many entries."""
+        if text in self.resource_cache:
+            return self.resource_cache[text]
+        found = self.resource_cache[text] = normalize_resource(text)
+        return found
+
+    def resource(self, data: LineMap, path: str, *, required: bool = True) -> str | None:
+        """The entry's resource, a project named by number written by its id (see resources)."""
+        text = self.string(data, "resource", path, required=required)
         if text is None:
             return None
-        if text in self.resource_cache:
-            normalized = self.resource_cache[text]
-        else:
-            normalized = self.resource_cache[text] = normalize_resource(text)
+        return self.resource_text(text, _join(path, "resource"), data.line_of("resource"))
+
+    def resource_text(self, text: str, key: str, line: int | None) -> str | None:
+        normalized = self.normalized(text)
         if normalized is None:
             self.add(
-                _join(path, "resource"),
-                f"'{text}' is not a resource this gateway authorizes",
-                data.line_of("resource"),
-                RESOURCE_HINT,
+                key, f"'{text}' is not a resource this gateway authorizes", line, RESOURCE_HINT
             )
-        return normalized
+            return None
+        return self.hierarchy.canonical(normalized)
 
     def parsed_member(self, text: str) -> ParsedMember:
         """Each member string is parsed once: the same members stand in many bindings."""
@@ -409,12 +446,14 @@ class _Loader:
                 self.add(item_path, parsed.problem, where, parsed.hint)
                 ok = False
             elif parsed.exact is not None:
-                if parsed.exact not in self.known:
+                if parsed.exact not in self.known and self.ours(parsed.exact):
                     self.add(item_path, self.unknown_permission(text, parsed.exact), where)
                     ok = False
                 exact.add(parsed.exact)
             elif parsed.pattern is not None:
-                if not any(parsed.pattern.matches(p) for p in self.known):
+                if self.ours(parsed.pattern.service + ".") and not any(
+                    parsed.pattern.matches(p) for p in self.known
+                ):
                     services = {to_fqdn_spelling(p).partition("/")[0] + "/*" for p in self.known}
                     self.add(
                         item_path,
@@ -425,6 +464,14 @@ class _Loader:
                     ok = False
                 patterns.append(parsed.pattern)
         return PermissionSet(frozenset(exact), tuple(patterns)) if ok else None
+
+    def ours(self, permission: str) -> bool:
+        """A permission of a service this gateway knows, or of one spelt almost like it: one
+        the catalogue does not hold is misspelt. Other services' permissions are legal."""
+        service = permission.partition(".")[0]
+        return service in self.services or bool(
+            difflib.get_close_matches(service, self.services, n=1, cutoff=0.85)
+        )
 
     def unknown_permission(self, text: str, permission: str) -> str:
         # Suggest in the spelling the author used.
@@ -443,9 +490,11 @@ class _Loader:
         top = self.mapping(data, "", None)
         if top is None:
             raise PolicyError(tuple(self.problems))
-        self.check_keys(top, TOP_KEYS, "")
+        misplaced = self.misplaced_export(top)
+        self.check_keys(top, TOP_KEYS + misplaced, "")
         declared_etag = self.string(top, "etag", "")
         description = self.string(top, "description", "") or ""
+        self.hierarchy = read_resources(self, top)
         custom_roles = self.custom_roles(top)
         groups = self.groups(top)
         bindings = self.allow(top)
@@ -463,7 +512,41 @@ class _Loader:
             custom_roles=custom_roles,
             groups=groups,
             index=build_index(bindings, deny_rules, groups, self.roles),
+            hierarchy=self.hierarchy,
+            audit_configs={r: tuple(c) for r, c in self.audit_configs.items()},
+            notes=tuple(sorted(self.notes, key=lambda n: n.line or 0)),
         )
+
+    def misplaced_export(self, top: LineMap) -> tuple[str, ...]:
+        """A whole export pasted as the file: say where it goes. The keys it reported."""
+        if "bindings" in top or "auditConfigs" in top or "version" in top:
+            keys = tuple(k for k in ("bindings", "auditConfigs", "version") if k in top)
+            self.add(
+                None,
+                "this is an allow policy as gcloud's get-iam-policy prints it; a policy file "
+                "says which resource each one is attached to",
+                top.line_of(keys[0]),
+                "paste it unchanged under an allow entry: allow: [{resource: projects/P, "
+                "policy: <the output>}]",
+            )
+            return keys
+        if "rules" in top:
+            self.add(
+                None,
+                "this is a deny policy as gcloud iam policies get prints it",
+                top.line_of("rules"),
+                "paste it unchanged as an entry of deny: (its name says where it is attached)",
+            )
+            return ("rules", "name", "kind", "uid", "displayName", "createTime", "updateTime")
+        if "includedPermissions" in top:
+            self.add(
+                None,
+                "this is a role as gcloud iam roles describe prints it",
+                top.line_of("includedPermissions"),
+                "paste it unchanged as an entry of roles:",
+            )
+            return ("includedPermissions", "name", "title", "stage", "deleted")
+        return ()
 
     def custom_roles(self, top: LineMap) -> tuple[Role, ...]:
         found: list[Role] = []
@@ -480,7 +563,17 @@ class _Loader:
             permissions = self.permissions(
                 spec, "includedPermissions", path, required=False, allow_patterns=False
             )
+            deleted = self.deleted(spec, path)
             if name is None:
+                continue
+            if name in self.predefined:
+                # `gcloud iam roles describe roles/...` pasted: the catalogue already holds it.
+                self.note(
+                    spec.line,
+                    "predefined-role-pasted",
+                    f"{name} is a predefined role; the built-in catalogue's definition is used",
+                    "predefined roles need no entry under roles:",
+                )
                 continue
             if not _CUSTOM_ROLE.fullmatch(name):
                 hint = "custom roles are named projects/P/roles/ID or organizations/N/roles/ID"
@@ -502,12 +595,23 @@ class _Loader:
             if permissions is None:
                 self.broken_roles.add(name)
                 continue
-            # IAM keeps bindings to a DISABLED role but they grant nothing.
-            granted = frozenset() if stage == "DISABLED" else permissions.exact
+            # IAM keeps bindings to a DISABLED or deleted role but they grant nothing.
+            granted = frozenset() if stage == "DISABLED" or deleted else permissions.exact
             role = Role(name, title, granted, True, description, spec.line)
             self.roles[name] = role
             found.append(role)
         return tuple(found)
+
+    def deleted(self, spec: LineMap, path: str) -> bool:
+        """`deleted: true`, as gcloud prints a deleted custom role (it grants nothing)."""
+        value = spec.get("deleted")
+        if value is not None and type(value) is not bool:
+            self.add(
+                _join(path, "deleted"),
+                f"must be true or false, got {_shown(value)}",
+                spec.line_of("deleted"),
+            )
+        return value is True
 
     def stage(self, spec: LineMap, path: str) -> str | None:
         """A role's launch stage: one of IAM's, exactly (a 'disabled' would still grant)."""
@@ -623,13 +727,51 @@ class _Loader:
                 continue
             self.check_keys(entry, ALLOW_KEYS, path)
             resource = self.resource(entry, path)
-            for spec, binding_path, binding_line in self.items(entry, "bindings", path):
+            exported, export_path = self.exported(entry, path)
+            if exported is None:
+                continue
+            if resource is not None:
+                read_audit_configs(self, exported, export_path, resource)
+            for spec, binding_path, binding_line in self.items(exported, "bindings", export_path):
                 binding = self.quick_binding(spec, resource, len(found))
                 if binding is None:
                     binding = self.binding(spec, binding_path, binding_line, resource, len(found))
                 if binding is not None:
                     found.append(binding)
         return tuple(found)
+
+    def exported(self, entry: LineMap, path: str) -> tuple[LineMap | None, str]:
+        """The get-iam-policy output: under `policy` as printed, or its keys beside `resource`."""
+        if "policy" not in entry:
+            self.policy_keys(entry, path)
+            return entry, path
+        inner_path = _join(path, "policy")
+        beside = [key for key in EXPORT_KEYS if key in entry]
+        if beside:
+            self.add(
+                _join(path, beside[0]),
+                "is given both here and under policy",
+                entry.line_of(beside[0]),
+                "paste the get-iam-policy output under policy, or its keys beside resource",
+            )
+            return None, inner_path
+        exported = self.mapping(entry["policy"], inner_path, entry.line_of("policy"))
+        if exported is not None:
+            self.check_keys(exported, EXPORT_KEYS, inner_path)
+            self.policy_keys(exported, inner_path)
+        return exported, inner_path
+
+    def policy_keys(self, exported: LineMap, path: str) -> None:
+        """An allow policy's etag and version, checked as IAM would."""
+        self.string(exported, "etag", path)
+        version = exported.get("version")
+        if version is not None and (type(version) is not int or version not in POLICY_VERSIONS):
+            self.add(
+                _join(path, "version"),
+                f"{_shown(version)} is not an IAM policy version",
+                exported.line_of("version"),
+                "versions are 1, 2 and 3 (3 for policies with conditions)",
+            )
 
     def quick_binding(self, spec: Any, resource: str | None, ordinal: int) -> Binding | None:
         """The binding, when it is plainly right: a role and members only, the role predefined,
@@ -668,12 +810,7 @@ class _Loader:
         condition = self.condition(spec, "condition", path)
         role = None if role_name is None else self.roles.get(role_name)
         if role_name is not None and role is None and role_name not in self.broken_roles:
-            self.add(
-                _join(path, "role"),
-                f"unknown role '{role_name}'{_suggestion(role_name, self.roles)}",
-                spec.line_of("role"),
-                "custom roles are defined under roles:",
-            )
+            role = unknown_role(self, role_name, path, spec.line_of("role"))
         if role is not None and resource is not None and role.custom:
             self.check_role_scope(role, resource, path, spec.line_of("role"))
         if resource is None or role is None or not members or condition is False:
@@ -709,7 +846,7 @@ class _Loader:
             if entry is None:
                 continue
             self.check_keys(entry, DENY_KEYS, path)
-            resource = self.resource(entry, path)
+            resource = deny_attachment(self, entry, path)
             display_name = self.string(entry, "displayName", path)
             name = display_name or self.string(entry, "name", path) or ""
             rules = self.items(entry, "rules", path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.policy.hierarchy import EMPTY_HIERARCHY, Hierarchy
 from gateway.policy.members import Member
 from gateway.policy.roles import PermissionSet, Role
 
@@ -100,6 +102,35 @@ class DenyRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditLogConfig:
+    """One log type an allow policy turns on for a service, and who is exempted from it."""
+
+    log_type: str  # ADMIN_READ, DATA_READ or DATA_WRITE
+    exempted: tuple[Member, ...]
+    exempted_keys: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """An allow policy's auditConfigs entry: `service` is a DNS name or allServices."""
+
+    resource: str
+    service: str
+    log_configs: tuple[AuditLogConfig, ...]
+    source_line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyNote:
+    """Something legal in a policy file that grants or does less than it seems: a warning."""
+
+    line: int | None
+    kind: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
     """A statically defined group and its direct members."""
 
@@ -122,6 +153,10 @@ class Policy:
     custom_roles: tuple[Role, ...]
     groups: tuple[Group, ...]
     index: PolicyIndex
+    hierarchy: Hierarchy = EMPTY_HIERARCHY
+    # resource -> the auditConfigs of its allow policy; only resources whose policy has the key.
+    audit_configs: Mapping[str, tuple[AuditConfig, ...]] = field(default_factory=dict)
+    notes: tuple[PolicyNote, ...] = ()  # found while loading; `policy check` shows them
 
     def role(self, name: str) -> Role | None:
         return self.index.roles.get(name)

@@ -27,6 +27,7 @@ from gateway.policy.cel.parser import (
     Unary,
 )
 from gateway.policy.cel.regex import Search, compile_search
+from gateway.policy.cel.tags import TAG_FUNCTIONS, argument_problem, tag_test
 from gateway.policy.cel.timeutil import (
     DURATION_ACCESSORS,
     MAX_DUR,
@@ -329,6 +330,15 @@ class Compiler:
             return self.conversion(node, name, arg)
         if name in _COMPREHENSIONS:
             return self.comprehension(node, scope, depth)
+        if name in TAG_FUNCTIONS and self.root_of(node.target, scope) == "resource":
+            return self.tag_function(node, name)
+        root = self.root_of(node.target, scope)
+        if root is not None and name not in _METHODS:
+            functions = sorted(TAG_FUNCTIONS) if root == "resource" else []
+            hint = _suggest(name, functions) or (
+                f"; {root} has the functions {', '.join(functions)}" if functions else ""
+            )
+            raise self.error(f"unknown function '{root}.{name}'{hint}", node)
         if (
             isinstance(node.target, Ident)
             and node.target.name not in scope
@@ -353,6 +363,26 @@ class Compiler:
         if name in _GLOBAL_FUNCTIONS:
             raise self.error(f"{name}() is not a method; call it as {name}(...)", node)
         raise self.error(f"unknown function '{name}'{_suggest(name, sorted(_METHODS))}", node)
+
+    def tag_function(self, node: Call, name: str) -> _V:
+        """resource.matchTag("ORG/env", "prod") and its kin: string literal arguments only."""
+        wanted = len(TAG_FUNCTIONS[name])
+        if len(node.args) != wanted:
+            raise self.error(
+                f"resource.{name}() takes {wanted} argument{'s' if wanted > 1 else ''}, "
+                f"got {len(node.args)}",
+                node,
+            )
+        values: list[str] = []
+        for position, arg in enumerate(node.args):
+            if not (isinstance(arg, Lit) and arg.type == STRING):
+                raise self.error(f"the arguments of resource.{name}() must be string literals", arg)
+            value = cast(str, arg.value)
+            problem = argument_problem(name, position, value)
+            if problem is not None:
+                raise self.error(problem, arg)
+            values.append(value)
+        return _V(BOOL, node, fn=tag_test(name, tuple(values)))
 
     def has(self, node: Call, scope: dict[str, CelType], depth: int) -> _V:
         if len(node.args) != 1 or not isinstance(node.args[0], Select):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.policy.hierarchy import NO_TAGS, EffectiveTags
+
 
 @dataclass(frozen=True, slots=True)
 class ConditionContext:
@@ -15,6 +17,7 @@ class ConditionContext:
     request_time: datetime  # timezone-aware UTC
     resource_type: str = ""
     resource_service: str = ""
+    tags: EffectiveTags = NO_TAGS  # what resource.matchTag() and its kin read
 
 
 Fn = Callable[[ConditionContext], object]

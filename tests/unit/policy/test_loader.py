@@ -62,7 +62,7 @@ ERRORS = [
     ("unsupported principal set", allow(member="principalSet://goog/cloudIdentityCustomerId/C123"), "members", "allow[0].bindings[0].members[0]", "unsupported principal set"),
     ("bad condition", allow() + "        condition:\n          title: t\n          expression: request.time <\n", "expression:", "allow[0].bindings[0].condition.expression", "bad condition:"),
     ("condition without expression", allow() + "        condition: {title: t}\n", "condition:", "allow[0].bindings[0].condition.expression", "is required"),
-    ("resource outside the hierarchy", allow(resource="projects/p/zones/z"), "resource:", "allow[0].resource", "'projects/p/zones/z' is not a resource this gateway authorizes; resources are projects/P"),
+    ("resource outside the hierarchy", allow(resource="projects/p/zones/z"), "resource:", "allow[0].resource", "'projects/p/zones/z' is not a resource this gateway authorizes; resources are organizations/N, folders/N, projects/P"),
     ("resource with a wildcard id", allow(resource="projects/-/locations/l"), "resource:", "allow[0].resource", "is not a resource this gateway authorizes"),
     ("empty members", "allow:\n  - resource: projects/p\n    bindings:\n      - role: roles/viewer\n        members: []\n", "members:", "allow[0].bindings[0].members", "must not be empty"),
     ("missing members", "allow:\n  - resource: projects/p\n    bindings:\n      - role: roles/viewer\n", "role:", "allow[0].bindings[0].members", "is required"),
@@ -253,9 +253,14 @@ def test_service_profile_permissions_are_known() -> None:
     text = custom_role("[speech.operations.get]") + deny(
         "deniedPrincipals: [user:a@acme.example]\ndeniedPermissions: [speech.googleapis.com/operations.get]"
     )
-    assert any("unknown permission 'speech.operations.get'" in p for p in problems(text))
+    # Another service's permission is legal (custom roles and deny policies carry them) ...
+    assert load(text).role_permissions("projects/p/roles/ops") == frozenset({"speech.operations.get"})
+    # ... but once the profile makes the service ours, a misspelling of it is an error.
     policy = load(text, known=frozenset({"speech.googleapis.com/operations.get"}))
     assert policy.role_permissions("projects/p/roles/ops") == frozenset({"speech.operations.get"})
+    typo = custom_role("[speech.operations.gett]")
+    found = problems(typo, known=frozenset({"speech.operations.get"}))
+    assert any("unknown permission 'speech.operations.gett'" in p for p in found), found
 
 
 def test_a_disabled_custom_role_grants_nothing() -> None:

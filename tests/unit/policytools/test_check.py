@@ -311,9 +311,9 @@ ERRORS = [
         id="unknown-permission",
     ),
     pytest.param(
-        "allow:\n  - resource: folders/1\n    bindings:\n      - role: roles/viewer\n        members: [user:a@x.example]\n",
-        "resource: folders/1",
-        "'folders/1' is not a resource this gateway authorizes",
+        "allow:\n  - resource: projects/p/zones/z\n    bindings:\n      - role: roles/viewer\n        members: [user:a@x.example]\n",
+        "resource: projects/p/zones/z",
+        "'projects/p/zones/z' is not a resource this gateway authorizes",
         id="bad-resource",
     ),
     pytest.param(
@@ -355,7 +355,7 @@ def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
             bindings:
               - role: roles/viwer
                 members: [usr:a@x.example]
-          - resource: folders/1
+          - resource: projects/p/zones/z
             bindings:
               - role: roles/viewer
                 members: [user:a@x.example]
