@@ -35,6 +35,21 @@ MISSING_CREDENTIALS_MESSAGE = (
     "login cookie or other valid authentication credential. "
     "See https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
+# The same refusals where the credential was not Google's (another issuer's token) or, with no
+# Google issuer accepted, could not be Google's: Google's first sentence, without its pointer to
+# Google's sign-in docs (they cannot help with another issuer's token) or its login cookies.
+OTHER_INVALID_CREDENTIALS_MESSAGE = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token or other "
+    "valid authentication credential."
+)
+OTHER_MISSING_CREDENTIALS_MESSAGE = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token or "
+    "other valid authentication credential."
+)
+_WITHOUT_GOOGLE_HELP = {
+    INVALID_CREDENTIALS_MESSAGE: OTHER_INVALID_CREDENTIALS_MESSAGE,
+    MISSING_CREDENTIALS_MESSAGE: OTHER_MISSING_CREDENTIALS_MESSAGE,
+}
 INSUFFICIENT_SCOPES_MESSAGE = "Request had insufficient authentication scopes."
 
 # google.rpc.ErrorInfo's own rule for a reason: UPPER_SNAKE_CASE, at most 63 characters.
@@ -265,6 +280,26 @@ def token_type_unsupported(detail: str) -> Unauthenticated:
         domain=GOOGLE_DOMAIN,
         log_detail=detail,
     )
+
+
+def without_google_help(error: Unauthenticated) -> Unauthenticated:
+    """The same refusal (reason, domain, detail) in the words that do not point at Google's
+    docs: for a credential that was not Google's (gateway/authn/authenticator.py says whose)."""
+    message = _WITHOUT_GOOGLE_HELP.get(error.message)
+    if message is None:
+        return error
+    return Unauthenticated(
+        message,
+        reason=error.reason,
+        domain=error.domain,
+        metadata=error.metadata,
+        log_detail=error.log_detail,
+    )
+
+
+def is_missing_credentials(message: str) -> bool:
+    """Whether a refusal's message is either wording of "no credential was sent"."""
+    return message in (MISSING_CREDENTIALS_MESSAGE, OTHER_MISSING_CREDENTIALS_MESSAGE)
 
 
 def scope_insufficient(detail: str) -> PermissionDenied:

@@ -43,6 +43,9 @@ class AuditEvent:
     trace: str | None
     span_id: str | None
     project_fallback: str  # the configured audit.project, for names without a project
+    # A caller another issuer vouched for, by its claims (iss, sub, a verified email): Cloud
+    # Audit Logs' thirdPartyPrincipal. None for Google's identities and anonymous calls.
+    third_party_principal: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         # A naive time would be silently read as UTC and shift the whole trail by the host's

@@ -137,7 +137,11 @@ def _audit_log(event: AuditEvent, method_name: str, is_write: bool) -> dict[str,
         "serviceName": event.service,
         "methodName": method_name,
         "authenticationInfo": _without_empty(
-            {"principalEmail": event.principal_email, "principalSubject": event.principal_subject}
+            {
+                "principalEmail": event.principal_email,
+                "principalSubject": event.principal_subject,
+                "thirdPartyPrincipal": event.third_party_principal,
+            }
         ),
         "authorizationInfo": _authorization_info(event, is_write),
         "requestMetadata": _without_empty(

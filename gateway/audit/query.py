@@ -334,10 +334,13 @@ def _get(value: Any, *keys: str) -> Any:
 
 
 def _principals(payload: Any) -> list[Any]:
+    # A third party's caller has no principalEmail (Cloud Audit Logs' rule): its verified
+    # email is found under thirdPartyPrincipal.
     return [
         _get(payload, "authenticationInfo", "principalEmail"),
         _get(payload, "authenticationInfo", "principalSubject"),
         _get(payload, "metadata", "principalMember"),
+        _get(payload, "authenticationInfo", "thirdPartyPrincipal", "email"),
     ]
 
 

@@ -114,8 +114,8 @@ class AuditRecorder:
             permission=call.access.permission if call.access is not None else None,
             service=call.access.service if call.access is not None else self._service,
             granted=decision.allowed if decision is not None else None,
-            principal_email=principal.email if principal is not None else None,
-            principal_subject=principal.subject_member if principal is not None else None,
+            principal_email=principal.principal_email if principal is not None else None,
+            principal_subject=principal.principal_subject if principal is not None else None,
             principal_member=principal.member if principal is not None else None,
             token_kind=principal.token_kind if principal is not None else None,
             caller_ip=call.peer,
@@ -134,6 +134,7 @@ class AuditRecorder:
             trace=self._trace(trace_id, call.resource_name),
             span_id=span_id,
             project_fallback=self._project,
+            third_party_principal=principal.third_party_principal if principal else None,
         )
 
     def _step(self, entry: TraceEntry) -> JsonReady:

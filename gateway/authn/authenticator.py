@@ -1,4 +1,8 @@
-"""The Authenticator: bearer token in, verified Principal out, by the verifier for its kind."""
+"""The Authenticator: bearer token in, verified Principal out, by the verifier for its kind.
+
+Its refusals send the caller to Google's sign-in docs only for a credential that was Google's:
+see `_theirs` and `_unrecognised` (the README's authentication error table states the rule).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ from typing import Any
 from gateway.authn.bearer import checked_token, presented_token
 from gateway.authn.claims import PrincipalRules, audiences, principal_from
 from gateway.authn.jwt_verifier import JwtVerifier, is_self_signed, peek
-from gateway.authn.principal import Principal
+from gateway.authn.principal import GOOGLE_ISSUERS, Principal
 from gateway.authn.token_cache import VerifiedTokenCache
 from gateway.errors import (
     Unauthenticated,
     scope_insufficient,
     token_invalid,
     token_type_unsupported,
+    without_google_help,
 )
 
 GOOGLE_ACCESS_TOKEN_PREFIX = "ya29."
@@ -65,6 +70,15 @@ class Authenticator:
         self._required_scopes = frozenset(required_scopes)
         self._max_token_bytes = max_token_bytes
         self._cache = cache
+        # Whether a Google credential is among those accepted: then a refusal of a credential
+        # nobody can be told to own (none sent, not a token, an unknown issuer) points at
+        # Google's docs, as one of the ways in.
+        self._google_accepted = (
+            service_accounts is not None
+            or google_access_tokens is not None
+            or not GOOGLE_ISSUERS.isdisjoint(jwt_issuers)
+            or any(issuer.rules.issuer in GOOGLE_ISSUERS for issuer in opaque_issuers)
+        )
         self.cache_hits = 0  # read by the metrics endpoint
         self.cache_misses = 0
 
@@ -83,7 +97,10 @@ class Authenticator:
         common case, answered without waiting (verify_token checks a token not remembered)."""
         # Only a token that passed checked_token is ever remembered, so a remembered one needs
         # no second look at its characters.
-        token = presented_token(metadata, self._max_token_bytes)
+        try:
+            token = presented_token(metadata, self._max_token_bytes)
+        except Unauthenticated as exc:
+            raise self._unrecognised(exc) from exc.__cause__
         cached = self._cache.get(token)
         if cached is not None:
             self.cache_hits += 1
@@ -91,7 +108,10 @@ class Authenticator:
 
     async def verify_token(self, token: str) -> VerifiedToken:
         """Check a token no recent call proved, and remember the answer until it expires."""
-        token = checked_token(token, self._max_token_bytes)
+        try:
+            token = checked_token(token, self._max_token_bytes)
+        except Unauthenticated as exc:
+            raise self._unrecognised(exc) from exc.__cause__
         self.cache_misses += 1
         principal, require_scope, self_cached = await self._verify(token)
         verified = VerifiedToken(principal, require_scope)
@@ -106,6 +126,7 @@ class Authenticator:
         revoked token stops working within it; remembering them here too would outlive that.
         """
         if token.startswith(GOOGLE_ACCESS_TOKEN_PREFIX):
+            # Google's own token (accepted or not): Google's words throughout.
             if self._google_access_tokens is None:
                 raise token_type_unsupported("Google access tokens are not accepted here")
             return await _opaque(self._google_access_tokens, token)
@@ -113,28 +134,43 @@ class Authenticator:
             principal, require_scope = await self._verify_jwt(token)
             return principal, require_scope, False
         if not self._opaque_issuers:
-            raise token_type_unsupported("opaque token and no introspection endpoint configured")
+            raise self._unrecognised(
+                token_type_unsupported("opaque token and no introspection endpoint configured")
+            )
         failure: Unauthenticated | None = None
         for issuer in self._opaque_issuers:
             try:
                 return await _opaque(issuer, token)
             except Unauthenticated as exc:  # inactive here; another issuer may know it
-                failure = exc
+                failure = _theirs(exc, issuer.rules.issuer)
         assert failure is not None
         raise failure
 
     async def _verify_jwt(self, token: str) -> tuple[Principal, bool]:
-        unverified = peek(token)
+        try:
+            unverified = peek(token)
+        except Unauthenticated as exc:
+            raise self._unrecognised(exc) from exc.__cause__
         issuer = unverified.claims.get("iss")
         if not isinstance(issuer, str):
-            raise token_invalid("the iss claim is missing or not a string")
+            raise self._unrecognised(token_invalid("the iss claim is missing or not a string"))
         found = self._jwt_issuers.get(issuer)
         if found is not None:
             verifier, require_scope = found
-            return await verifier.verify(token, unverified), require_scope
+            try:
+                return await verifier.verify(token, unverified), require_scope
+            except Unauthenticated as exc:
+                raise _theirs(exc, issuer) from exc.__cause__
         if self._service_accounts is not None and is_self_signed(unverified.claims):
+            # A service account's own JWT is Google's credential: Google's words.
             return await self._service_accounts.verify(token, unverified), False
-        raise token_invalid("the token's issuer is not trusted")
+        raise self._unrecognised(token_invalid("the token's issuer is not trusted"))
+
+    def _unrecognised(self, error: Unauthenticated) -> Unauthenticated:
+        """A refusal before any issuer owns the credential (none sent, not a bearer token, not
+        a JWT, an issuer not trusted here): Google's docs only if Google's credentials are
+        among those accepted."""
+        return error if self._google_accepted else without_google_help(error)
 
     def check_scopes(self, verified: VerifiedToken) -> None:
         """PERMISSION_DENIED unless the token's scopes include every required scope."""
@@ -146,6 +182,12 @@ class Authenticator:
         missing = self._required_scopes - principal.scopes
         if missing:
             raise scope_insufficient(f"the token lacks scope(s) {sorted(missing)}")
+
+
+def _theirs(error: Unauthenticated, issuer: str) -> Unauthenticated:
+    """A refusal of a token `issuer` issued (its verifier said no): Google's docs only for
+    Google's own tokens."""
+    return error if issuer in GOOGLE_ISSUERS else without_google_help(error)
 
 
 async def _opaque(issuer: OpaqueIssuer, token: str) -> tuple[Principal, bool, bool]:

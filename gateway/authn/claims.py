@@ -170,4 +170,5 @@ def principal_from(
         scopes=scopes(claims),
         token_kind=rules.token_kind,
         expires_at=expires_at,
+        namespace=rules.subject_prefix,
     )

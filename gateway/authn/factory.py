@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.authn.key_source import (
     jwks_file_fetcher,
     jwks_uri_fetcher,
 )
+from gateway.authn.principal import GOOGLE_ISSUERS, subject_namespace
 from gateway.authn.service_accounts import ServiceAccountKeys
 from gateway.authn.settings import (
     AuthnSettings,
@@ -29,7 +29,6 @@ from gateway.authn.settings import (
 from gateway.authn.token_cache import VerifiedTokenCache
 from gateway.authn.tokeninfo import TokenInfoSettings, TokenInfoVerifier
 
-GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
 GOOGLE_ID_TOKEN_LIFETIME_S = 3600.0
 
 
@@ -72,9 +71,7 @@ class AuthnRuntime:
 
 
 def default_subject_prefix(issuer: str) -> str:
-    parts = urllib.parse.urlsplit(issuer)
-    where = (parts.netloc + parts.path).rstrip("/") if parts.netloc else issuer
-    return f"principal://{where}/subject/"
+    return subject_namespace(issuer)
 
 
 def _key_source(config: IssuerConfig) -> JwksKeySource | None:

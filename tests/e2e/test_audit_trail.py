@@ -192,7 +192,11 @@ def test_every_outcome_recorded_once_in_completion_order(audited, identity: Iden
         kind = "activity" if method == "cancel" else "data_access"
         assert record["logName"].endswith(f"/logs/cloudaudit.googleapis.com%2F{kind}")
         if who and method != "unknown":  # a method nobody serves is refused before authn
-            assert payload["authenticationInfo"]["principalEmail"] == who
+            # The test issuer is not Google: a third party's caller, by its verified email.
+            authenticated = payload["authenticationInfo"]
+            assert authenticated["thirdPartyPrincipal"]["email"] == who
+            assert "principalEmail" not in authenticated
+            assert not authenticated["principalSubject"].startswith("principal://goog/")
         if expected in ("OK", "PERMISSION_DENIED", "NOT_FOUND") and method in ("get", "cancel"):
             (check,) = payload["authorizationInfo"]
             assert check["granted"] is (expected != "PERMISSION_DENIED")

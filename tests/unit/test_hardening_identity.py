@@ -617,9 +617,12 @@ def test_a_kelvin_sign_email_is_not_kim_through_the_gateway(
         )
         assert len(stack.upstream.calls()) == 1
         records = stack.audit_records(4)
+    # The test issuer is not Google: its callers' verified emails are recorded as a third
+    # party's (thirdPartyPrincipal), never as Google's principalEmail.
+    assert all("principalEmail" not in r["protoPayload"]["authenticationInfo"] for r in records)
     who = [
         (
-            r["protoPayload"]["authenticationInfo"].get("principalEmail"),
+            r["protoPayload"]["authenticationInfo"]["thirdPartyPrincipal"].get("email"),
             r["protoPayload"]["metadata"].get("principalMember"),
         )
         for r in records

@@ -7,7 +7,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.authn.factory import GOOGLE_ID_TOKEN_LIFETIME_S, GOOGLE_ISSUERS, default_subject_prefix
+from gateway.authn.factory import GOOGLE_ID_TOKEN_LIFETIME_S, default_subject_prefix
+from gateway.authn.principal import GOOGLE_ISSUERS
 from gateway.authn.settings import ASYMMETRIC_ALGORITHMS, IssuerConfig
 from gateway.config import Settings
 from gateway.envoy.compiled.identity import Provider
@@ -27,6 +28,12 @@ class AuthnPlan:
     stripped_headers: tuple[str, ...]  # headers no caller may send the upstream
     forward_authorization: bool
     problems: tuple[Problem, ...]
+
+    @property
+    def google_accepted(self) -> bool:
+        """Whether Google's tokens are among those accepted: then Envoy's answer to a token it
+        cannot tell the issuer of points at Google's docs (gateway/authn/authenticator.py)."""
+        return any(rule.provider.google for rule in self.rules)
 
 
 class _Planner:

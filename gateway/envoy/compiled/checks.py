@@ -41,9 +41,9 @@ def _token_checks(authn: AuthnPlan) -> list[tuple[Json, Json]]:
         if other is not None:
             entries.append((other, _refuse(decisions.INVALID_TOKEN)))
         invalid = xds.any_of(xds.negate(xds.cel(valid(rule))), lists_malformed(rule))
-        entries.append(
-            (xds.all_of(rule.provider.present(), invalid), _refuse(decisions.INVALID_TOKEN))
-        )
+        # Whose token it is decides whether the answer may point at Google's docs.
+        why = decisions.INVALID_TOKEN if rule.provider.google else decisions.INVALID_OTHER_TOKEN
+        entries.append((xds.all_of(rule.provider.present(), invalid), _refuse(why)))
     # Scopes after every token check, as opsgate checks them once the caller is known.
     for rule in authn.rules:
         lacking = xds.all_of(rule.provider.present(), xds.negate(xds.cel(scopes_hold(rule))))

@@ -35,6 +35,7 @@ class Compiled:
     policy_etag: str
     counts: dict[str, int] = field(default_factory=dict)
     internal_headers: tuple[str, ...] = ()  # set by the filters for themselves, never sent on
+    google_accepted: bool = True  # Google's tokens are among those accepted (AuthnPlan's)
 
 
 def compile_policy(
@@ -61,4 +62,12 @@ def compile_policy(
         decide,
     ]
     internal = (NAME_HEADER, ROUTE_HEADER, *(h for p in providers for h in p.headers))
-    return Compiled(filters, list(authn.clusters), routes, policy.etag, counts, internal)
+    return Compiled(
+        filters,
+        list(authn.clusters),
+        routes,
+        policy.etag,
+        counts,
+        internal,
+        authn.google_accepted,
+    )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 INVALID_TOKEN = "invalid-token"  # opsgate: UNAUTHENTICATED
+# The same, for a token another issuer than Google verified: answered without Google's help link.
+INVALID_OTHER_TOKEN = "invalid-other-token"
 INSUFFICIENT_SCOPE = (
     "insufficient-scope"  # PERMISSION_DENIED, reason ACCESS_TOKEN_SCOPE_INSUFFICIENT
 )

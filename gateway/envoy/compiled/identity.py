@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.authn.principal import SERVICE_ACCOUNT_DOMAIN
+from gateway.authn.principal import GOOGLE_ISSUERS, SERVICE_ACCOUNT_DOMAIN
 from gateway.envoy.compiled import xds
 from gateway.envoy.compiled.text import alternatives, caseless, literal
 from gateway.envoy.compiled.xds import Json
@@ -34,6 +34,11 @@ class Provider:
     require_email_verified: bool = True
     trust_hosted_domain: bool = False
     account: str | None = None  # kind "service_account": the account's email, in canonical form
+
+    @property
+    def google(self) -> bool:
+        """Google's tokens: its ID tokens, a service account's own JWTs."""
+        return self.kind == "service_account" or self.issuer in GOOGLE_ISSUERS
 
     @property
     def metadata_key(self) -> str:

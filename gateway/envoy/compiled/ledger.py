@@ -19,12 +19,11 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.audit.writer import serialize_entry
 from gateway.authn.claims import PrincipalRules, principal_from
 from gateway.authn.factory import (
-    GOOGLE_ISSUERS,
     SELF_SIGNED_RULES,
     google_id_principal_rules,
     issuer_principal_rules,
 )
-from gateway.authn.principal import Principal
+from gateway.authn.principal import GOOGLE_ISSUERS, Principal
 from gateway.authn.settings import AuthnSettings
 from gateway.authorizer import ANONYMOUS, PolicyHolder, Verdict
 from gateway.call import Call, new_request_id, recorded_method
@@ -35,7 +34,7 @@ from gateway.envoy.compiled.celexpr import FIELD_EXTRACTION, JWT_AUTHN
 from gateway.envoy.compiled.resources import POLICY_ETAG_TAG
 from gateway.envoy.compiled.routes import POLICY_ID_KEY, RBAC_NAMESPACE
 from gateway.envoy.completion import Ending, ending_of
-from gateway.errors import MISSING_CREDENTIALS_MESSAGE, CallFailure, RpcError, StatusCode
+from gateway.errors import CallFailure, RpcError, StatusCode, is_missing_credentials
 from gateway.outcome import CallOutcome
 from gateway.policy.decision import Decision, Effect, TraceEntry
 from gateway.policy.evaluator import evaluate, keys_for
@@ -67,6 +66,7 @@ _ROUTED = frozenset({decisions.DEFAULT_DENY})
 # The ErrorInfo reason Envoy's local reply gives each refusal (replies.py).
 _REFUSAL_REASONS = {
     decisions.INVALID_TOKEN: "JWT_TOKEN_INVALID",
+    decisions.INVALID_OTHER_TOKEN: "JWT_TOKEN_INVALID",
     decisions.INSUFFICIENT_SCOPE: "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
     decisions.UNIMPLEMENTED: "METHOD_NOT_IMPLEMENTED",
     decisions.INVALID_NAME: "RESOURCE_NAME_INVALID",
@@ -233,7 +233,7 @@ class Reader:
             if entry.response.response_code_details.startswith(JWT_REFUSED):
                 # Envoy's reply to a token jwt_authn refused (replies.py): missing credentials
                 # when no authorization header came, otherwise an invalid token.
-                missing = ending.message == MISSING_CREDENTIALS_MESSAGE
+                missing = is_missing_credentials(ending.message)
                 reason = "CREDENTIALS_MISSING" if missing else "JWT_TOKEN_INVALID"
             outcome = self._outcome(call, ending, reason)
             return Read(outcome, _without_none(facts), compiled_etag or policy.etag)

@@ -14,10 +14,12 @@ from gateway.errors import (
     InvalidArgument,
     PermissionDenied,
     RpcError,
+    Unauthenticated,
     credentials_missing,
     scope_insufficient,
     token_invalid,
     unimplemented,
+    without_google_help,
 )
 
 _CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
@@ -81,13 +83,19 @@ def _both(*filters: Json) -> Json:
     return {"and_filter": {"filters": list(filters)}}
 
 
-def local_replies(routes: tuple[RouteEntry, ...], service: str) -> Json:
-    """The connection manager's local_reply_config."""
+def local_replies(
+    routes: tuple[RouteEntry, ...], service: str, *, google_accepted: bool = True
+) -> Json:
+    """The connection manager's local_reply_config. A token another issuer verified is refused
+    without Google's help link; one Envoy cannot tell the issuer of (none, or jwt_authn's own
+    refusal) with it only where Google's tokens are accepted, as opsgate's doors answer."""
     missing = _both(_status_is(401), _header("authorization", present=False))
+    unknown = token_invalid("")
     mappers = [
-        _answer(missing, credentials_missing("")),
-        _answer(_status_is(401), token_invalid("")),
-        _answer(_details(_refused_by(decisions.INVALID_TOKEN)), token_invalid("")),
+        _answer(missing, _worded(credentials_missing(""), google_accepted)),
+        _answer(_status_is(401), _worded(unknown, google_accepted)),
+        _answer(_details(_refused_by(decisions.INVALID_TOKEN)), _worded(unknown, google_accepted)),
+        _answer(_details(_refused_by(decisions.INVALID_OTHER_TOKEN)), without_google_help(unknown)),
         _answer(_details(_refused_by(decisions.INSUFFICIENT_SCOPE)), scope_insufficient("")),
         _answer(_details(_refused_by(decisions.UNIMPLEMENTED)), unimplemented("")),
         _answer(
@@ -113,5 +121,9 @@ def local_replies(routes: tuple[RouteEntry, ...], service: str) -> Json:
         )
         mappers.append(_answer(_details(f"{by_rule} || ({by_default})"), denied))
     # Last: whatever else Envoy refuses on its own is the token's (fail closed).
-    mappers.append(_answer(_status_is(403), token_invalid("")))
+    mappers.append(_answer(_status_is(403), _worded(unknown, google_accepted)))
     return {"mappers": mappers}
+
+
+def _worded(error: Unauthenticated, google_accepted: bool) -> Unauthenticated:
+    return error if google_accepted else without_google_help(error)

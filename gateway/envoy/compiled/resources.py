@@ -115,7 +115,9 @@ def listener(compiled: Compiled, layout: CompiledLayout, service: str) -> Json:
         ],
     }
     manager["http_filters"] = [*compiled.http_filters, router()]
-    manager["local_reply_config"] = local_replies(compiled.routes, service)
+    manager["local_reply_config"] = local_replies(
+        compiled.routes, service, google_accepted=compiled.google_accepted
+    )
     if layout.audit is not None:
         manager["access_log"] = [_access_log(layout, compiled.policy_etag)]
     return {

@@ -399,9 +399,11 @@ def test_an_entry_becomes_one_record(world: World, given: Entry, expect: Expect)
     assert metadata.get("principalMember") == expect.member
     if expect.member is not None:
         email = expect.member.partition(":")[2]
+        # Another issuer's caller, as Cloud Audit Logs names a third party's: by the issuer's
+        # own subject, never in Google's principal://goog/ namespace, and no principalEmail.
         assert payload["authenticationInfo"] == {
-            "principalEmail": email,
-            "principalSubject": f"principal://goog/subject/{email}",
+            "principalSubject": "principal://idp.ledger.test/subject/1234567890",
+            "thirdPartyPrincipal": {"iss": ISSUER, "sub": "1234567890", "email": email},
         }
         assert metadata["tokenKind"] == "jwt"
     else:
@@ -443,8 +445,12 @@ def test_an_entry_becomes_one_record(world: World, given: Entry, expect: Expect)
     if compiled.get("policyEtagMismatch"):
         assert compiled["receiverPolicyEtag"] == etag
         assert metadata["decision"]["trace"] == []
-    # No claim is copied: only the caller's name, as opsgate's own authentication gives it.
+    # No claim is copied: only the caller's name, as opsgate's own authentication gives it
+    # (the issuer's `sub` names the caller in authenticationInfo, and nowhere else).
+    named = json.dumps(payload["authenticationInfo"])
     for secret in ("aud-never-recorded", "jti-never-recorded", "1796649634", "1234567890"):
+        assert text.count(secret) == named.count(secret)
+    for secret in ("aud-never-recorded", "jti-never-recorded", "1796649634"):
         assert secret not in text
 
 
