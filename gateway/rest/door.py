@@ -22,6 +22,7 @@ from gateway.errors import (
 )
 from gateway.headers import TIMEOUT_HEADER, GatewayHeaders
 from gateway.resource_names import printable
+from gateway.rest.anyjson import AnyRenderer
 from gateway.rest.metadata import DEFAULT_GATEWAY_HEADERS, grpc_peer, invocation_metadata
 from gateway.rest.routes import Matched, RouteTable, WrongVerb
 from gateway.rest.status import error_body, failure_answer
@@ -49,11 +50,13 @@ class RestHandler:
         runner: Runner,
         forwarder: UpstreamForwarder,
         gateway_headers: GatewayHeaders = DEFAULT_GATEWAY_HEADERS,
+        renderer: AnyRenderer | None = None,
     ) -> None:
         self._routes = routes
         self._runner = runner
         self._forwarder = forwarder
         self._gateway_headers = gateway_headers  # what no caller's header may spell
+        self._renderer = renderer or AnyRenderer()
         self.inflight: set[asyncio.Task[object]] = set()
         self.closing = False
 
@@ -120,12 +123,13 @@ class RestHandler:
             transport.gone = True
             raise
         try:
-            text = response_json(found, answer)
+            rendered = response_json(found, answer, self._renderer)
         except (DecodeError, json_format.Error, TypeError) as exc:
             log.warning("cannot render the %s answer as JSON: %s", method, exc)
             return _error(500, StatusCode.INTERNAL, INTERNAL_MESSAGE, headers)
+        headers.update(rendered.headers())  # which Any fields could not be rendered, if any
         return web.Response(
-            text=text, content_type="application/json", charset="utf-8", headers=headers
+            text=rendered.text, content_type="application/json", charset="utf-8", headers=headers
         )
 
 

@@ -12,6 +12,13 @@ from aiohttp import web
 from gateway.errors import ConfigError
 from gateway.headers import DEFAULT_IDENTITY_HEADER, GatewayHeaders
 from gateway.profile import ServiceProfile
+from gateway.rest.anyjson import AnyRenderer
+from gateway.rest.anytypes import (
+    TypeSourceError,
+    import_service_types,
+    import_type_modules,
+    type_pool,
+)
 from gateway.rest.door import RestHandler
 from gateway.rest.logfilter import install_request_error_filter
 from gateway.rest.routes import RouteTable
@@ -72,7 +79,13 @@ async def start_rest_door(
     routes = RouteTable.from_profile(profile)
     if not routes.routes:
         log.warning("the service profile has no http rules: every REST request will be 404")
-    handler = RestHandler(routes, pipeline_runner, forwarder, GatewayHeaders(identity_header))
+    handler = RestHandler(
+        routes,
+        pipeline_runner,
+        forwarder,
+        GatewayHeaders(identity_header),
+        any_renderer(settings, profile.service),
+    )
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", "/{path:.*}", handler.handle)
     runner = web.AppRunner(
@@ -95,3 +108,20 @@ async def start_rest_door(
     bound = runner.addresses[0][1]
     log.info("opsgate REST/JSON door listening on %s:%d", host, bound)
     return RestDoor(runner, handler, host, bound)
+
+
+def any_renderer(settings: RestSettings, service: str) -> AnyRenderer:
+    """Renders Any fields with the service's client library's types (where installed), the
+    configured modules' and the descriptor sets'. load_settings has checked the last two; a
+    file changed since is still a ConfigError, here."""
+    found = import_service_types(service)
+    if found:
+        log.info("REST answers render %s types from %s", service, ", ".join(found))
+    try:
+        import_type_modules(settings.type_modules)
+    except TypeSourceError as exc:
+        raise ConfigError("<config>", "rest.type_modules", str(exc)) from exc
+    try:
+        return AnyRenderer(type_pool(settings.descriptor_sets))
+    except TypeSourceError as exc:
+        raise ConfigError("<config>", "rest.descriptor_sets", str(exc)) from exc

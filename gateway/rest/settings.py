@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.configschema import KiB, check_host_port, check_positive, doc
+from gateway.rest.anytypes import TypeSourceError, import_type_modules, type_pool
+
+
+def check_type_modules(names: tuple[str, ...]) -> str | None:
+    try:
+        import_type_modules(names)
+    except TypeSourceError as exc:
+        return str(exc)
+    return None
+
+
+def check_descriptor_sets(paths: tuple[Path, ...]) -> str | None:
+    try:
+        type_pool(paths)
+    except TypeSourceError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,4 +42,22 @@ class RestSettings:
     max_header_bytes: int = field(
         default=64 * KiB,
         metadata=doc("largest single request header line (bearer tokens included)", check_positive),
+    )
+    # Before descriptor_sets: a set may lean on files these modules register.
+    type_modules: tuple[str, ...] = field(
+        default=(),
+        metadata=doc(
+            "Python modules imported so that the message types they define render in Any "
+            "fields (operation metadata, responses, error details), e.g. "
+            "google.cloud.contact_center_insights_v1",
+            check_type_modules,
+        ),
+    )
+    descriptor_sets: tuple[Path, ...] = field(
+        default=(),
+        metadata=doc(
+            "FileDescriptorSet files (protoc --include_imports --descriptor_set_out) whose "
+            "message types render in Any fields",
+            check_descriptor_sets,
+        ),
     )

@@ -19,6 +19,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401
 
 from gateway.errors import OpsgateError
+from gateway.rest.anyjson import AnyRenderer, Rendered, is_repeated
 from gateway.rest.routes import Matched
 
 # Google's system parameters that do not bind request fields; accepted and ignored.
@@ -83,14 +84,7 @@ def _scalar(spec: FieldDescriptor, found: list[str]) -> Any:
         # JSON wants true/false literals; a query string can only say "true" or "false".
         bools = {"true": True, "false": False}
         converted = [bools.get(value, value) for value in found]
-    return converted if _repeated(spec) else converted[0] if len(converted) == 1 else converted
-
-
-def _repeated(spec: FieldDescriptor) -> bool:
-    flag = getattr(spec, "is_repeated", None)  # protobuf >= 5.29; `label` before (gone in 7)
-    if flag is None:
-        return bool(spec.label == FieldDescriptor.LABEL_REPEATED)
-    return bool(flag)
+    return converted if is_repeated(spec) else converted[0] if len(converted) == 1 else converted
 
 
 def _short(text: str, limit: int = 100) -> str:
@@ -98,13 +92,13 @@ def _short(text: str, limit: int = 100) -> str:
     return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
-def response_json(matched: Matched, answer: Any) -> str:
-    """The answer (bytes from the forwarder, or a message) as proto3 JSON, camelCase."""
+def response_json(matched: Matched, answer: Any, renderer: AnyRenderer | None = None) -> Rendered:
+    """The answer (bytes from the forwarder, or a message) as proto3 JSON, camelCase, its Any
+    fields rendered by `renderer` (default: the default pool's types)."""
     message = answer
     if isinstance(answer, bytes):
         message = matched.route.response_type.FromString(answer)
-    text: str = json_format.MessageToJson(message)
-    return text
+    return (renderer or AnyRenderer()).render(message)
 
 
 def json_text(body: Mapping[str, Any]) -> str:

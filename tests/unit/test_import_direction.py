@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "gateway.profile": ENGINES,
     "gateway.config": ENGINES,
     "gateway.rest.settings": ENGINES,  # the `rest` section of Settings, read by config.py
+    "gateway.rest.anytypes": ENGINES,  # the types it names, loaded to check them at config load
     "gateway.envoy.settings": ENGINES,  # the `envoy` section of Settings, read by config.py
     "gateway.authorizer": ENGINES,
     "gateway.policy_reload": ENGINES,

@@ -106,7 +106,9 @@ def test_answers_are_proto3_json_with_any_resolved() -> None:
     metadata.update({"verb": "create"})
     operation = operations_pb2.Operation(name=OP, done=True)
     operation.metadata.Pack(metadata)
-    text = response_json(_match("GET", f"/v1/{OP}"), operation.SerializeToString())
+    rendered = response_json(_match("GET", f"/v1/{OP}"), operation.SerializeToString())
+    assert rendered.unresolved == ()
+    text = rendered.text
     assert json.loads(text) == {
         "name": OP,
         "done": True,
@@ -117,6 +119,6 @@ def test_answers_are_proto3_json_with_any_resolved() -> None:
     }
     listing = operations_pb2.ListOperationsResponse(next_page_token="t")
     assert json.loads(
-        response_json(_match("GET", f"/v1/{PARENT}/operations"), listing.SerializeToString())
+        response_json(_match("GET", f"/v1/{PARENT}/operations"), listing.SerializeToString()).text
     ) == {"nextPageToken": "t"}
-    assert json.loads(response_json(_match("POST", f"/v1/{OP}:cancel"), b"")) == {}
+    assert json.loads(response_json(_match("POST", f"/v1/{OP}:cancel"), b"").text) == {}
