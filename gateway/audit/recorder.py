@@ -12,6 +12,7 @@ from gateway.audit.logentry import JsonReady, json_ready, project_of, restamped,
 from gateway.audit.sinks import AuditSink, RotatingFileSink, StdoutSink
 from gateway.audit.writer import AuditWriter, serialize, serialize_entry
 from gateway.config import AuditSettings
+from gateway.errors import StatusCode
 from gateway.outcome import CallOutcome
 from gateway.policy.decision import TraceEntry
 
@@ -52,13 +53,27 @@ class AuditRecorder:
         # Records of calls that differ only in their id, times and latency: the same caller
         # (the token cache's Principal), the same cached Verdict, method, name and ending.
         self._shapes: dict[tuple[Any, ...], tuple[object, object, dict[str, Any]]] = {}
+        self.left_out = 0  # allowed reads the policy's auditConfigs leave out (see below)
 
     @property
     def accepting(self) -> bool:
         return self.writer.accepting
 
     def record(self, outcome: CallOutcome) -> None:
-        """Queue the call's record; the writer thread builds and serializes it (see render)."""
+        """Queue the call's record; the writer thread builds and serializes it (see render).
+
+        The one record not written: an allowed call that succeeded, whose decision says the
+        policy's auditConfigs leave it out (policy.auditing); never a refusal, an error or a
+        write, and never while a dry-run policy disagrees."""
+        verdict = outcome.call.verdict
+        if (
+            verdict is not None
+            and verdict.decision.unrecorded is not None
+            and outcome.code is StatusCode.OK
+            and verdict.shadow is None
+        ):
+            self.left_out += 1
+            return
         # A call decided by no policy is recorded with the version in force when it ended.
         etag = self._policy_etag() if outcome.call.verdict is None else None
         self.writer.submit((outcome, etag), self._render)

@@ -153,6 +153,11 @@ class PipelineCollector(Collector):
         yield _counter("opsgate_audit_records_written", "Audit records written.", writer.written)
         yield _counter("opsgate_audit_sink_failures", "Failed audit writes.", writer.failures)
         yield _counter("opsgate_audit_records_dropped", "Audit records dropped.", writer.dropped)
+        yield _counter(
+            "opsgate_audit_records_left_out",
+            "Allowed reads whose records the policy's auditConfigs leave out.",
+            p.audit.left_out,
+        )
         yield GaugeMetricFamily(
             "opsgate_audit_records_pending", "Records not yet written.", value=writer.pending
         )

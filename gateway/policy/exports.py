@@ -119,7 +119,7 @@ def unknown_role(loader: _Loader, name: str, path: str, line: int | None) -> Rol
     if name.startswith("roles/"):
         rest = name[len("roles/") :]
         service = rest.partition(".")[0] if "." in rest else None
-        own = _own_role_services(predefined)
+        own = _own_role_services(predefined) & loader.services
         if service is None:
             # Without a service prefix only the basic roles and roles/browser exist.
             candidates = [r for r in predefined if "." not in r]
@@ -138,16 +138,8 @@ def unknown_role(loader: _Loader, name: str, path: str, line: int | None) -> Rol
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             loader.add(f"{path}.role", f"unknown role '{name}'{hint}", line)
             return None
-        if name not in loader.foreign_roles:
-            loader.note(
-                line,
-                "role-grants-nothing",
-                f"{name} is not a role of {', '.join(sorted(own))}; it grants nothing here",
-                "opsgate enforces only this service's permissions; the binding is kept (explain "
-                "shows it) and decides nothing",
-            )
-        role = loader.foreign_roles.setdefault(name, Role(name, "", frozenset()))
-        return role
+        # Kept, granting nothing: explain lists it; policy check warns (grants-nothing).
+        return loader.foreign_roles.setdefault(name, Role(name, "", frozenset()))
     custom = [r for r, role in loader.roles.items() if role.custom]
     close = difflib.get_close_matches(name, custom, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -161,7 +153,8 @@ def unknown_role(loader: _Loader, name: str, path: str, line: int | None) -> Rol
 
 
 def _own_role_services(predefined: Mapping[str, Role]) -> frozenset[str]:
-    """The services whose predefined roles the catalogue holds (contactcenterinsights)."""
+    """The services the catalogue holds predefined roles of; with the services whose
+    permissions are known, the service's own (contactcenterinsights, not iam)."""
     return frozenset(
         r[len("roles/") :].partition(".")[0] for r in predefined if "." in r[len("roles/") :]
     )

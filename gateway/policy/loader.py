@@ -23,6 +23,7 @@ from gateway.policy.members import (
     canonical_identity,
     escaped,
     is_email,
+    unresolvable_principal,
 )
 from gateway.policy.members import parse_member as _parse_member
 from gateway.policy.model import (
@@ -371,20 +372,51 @@ class _Loader:
             parsed = self.member_cache[text] = _parse_member(text)
         return parsed
 
-    def member(self, text: str, path: str, line: int | None) -> Member | None:
+    def member(
+        self, text: str, path: str, line: int | None, matching_none_is_safe: bool = True
+    ) -> Member | None:
         parsed = self.parsed_member(text)
         if parsed.problem is not None:
+            if unresolvable_principal(text):
+                return self.unresolvable(text, path, line, matching_none_is_safe)
             self.add(path, parsed.problem, self.locate(text, line), MEMBER_FORMS_HINT)
         return parsed.member
 
+    def unresolvable(self, text: str, path: str, line: int | None, safe: bool) -> Member | None:
+        """A principal set no caller can be shown to be in: kept, matching nobody, where that
+        only narrows access (a grant, an exception, an exemption); refused where it would
+        narrow a denial, which must fail closed."""
+        where = self.locate(text, line)
+        if safe:
+            self.note(
+                where,
+                "member-matches-nothing",
+                f"{text} is a principal set opsgate cannot resolve: it matches no caller here",
+                "name its callers as user:, group:, domain: or principal:// members",
+            )
+            return Member(text, None)
+        self.add(
+            path,
+            f"'{text}' is a principal set opsgate cannot resolve, so it cannot deny it",
+            where,
+            "deny its callers by user:, group:, domain: or principalSet://goog/group/ members",
+        )
+        return None
+
     def members(
-        self, data: LineMap, key: str, path: str, *, required: bool
+        self,
+        data: LineMap,
+        key: str,
+        path: str,
+        *,
+        required: bool,
+        matching_none_is_safe: bool = True,
     ) -> tuple[Member, ...] | None:
         """The members under `key`, or None if any is malformed (already reported)."""
         found: list[Member] = []
         ok = True
         for text, item_path, line in self.strings(data, key, path, required=required):
-            member = self.member(text, item_path, line)
+            member = self.member(text, item_path, line, matching_none_is_safe)
             if member is None:
                 ok = False
             else:
@@ -660,7 +692,7 @@ class _Loader:
                 if not isinstance(item, str):
                     self.add(item_path, f"must be a string, got {_shown(item)}", line)
                     continue
-                member = self.member(item, item_path, line)
+                member = self.member(item, item_path, line, False)
                 if member is None:
                     continue
                 if member.kind not in _GROUP_MEMBER_KINDS:
@@ -883,7 +915,9 @@ class _Loader:
         else:
             self.check_keys(spec, RULE_KEYS, path)
             description = self.string(spec, "description", path) or ""
-        denied = self.members(spec, "deniedPrincipals", path, required=True)
+        denied = self.members(
+            spec, "deniedPrincipals", path, required=True, matching_none_is_safe=False
+        )
         excepted = self.members(spec, "exceptionPrincipals", path, required=False)
         permissions = self.permissions(
             spec, "deniedPermissions", path, required=True, allow_patterns=True

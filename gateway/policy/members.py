@@ -102,6 +102,20 @@ def parse_member(text: str) -> ParsedMember:
     return ParsedMember(problem=member_problem(text))
 
 
+# Google's principal sets that name callers by facts opsgate does not hold: workforce and
+# workload identity pools' groups and attributes, a Cloud Identity customer, a project's
+# service accounts. Real exports carry them.
+_UNRESOLVABLE = re.compile(
+    r"principalSet://(?:iam\.googleapis\.com|goog/cloudIdentityCustomerId"
+    r"|cloudresourcemanager\.googleapis\.com)/\S+"
+)
+
+
+def unresolvable_principal(text: str) -> bool:
+    """A principal set of Google's that opsgate cannot tell a caller's membership of."""
+    return _UNRESOLVABLE.fullmatch(text) is not None
+
+
 def member_problem(text: str) -> str:
     """Why `text`, which parse_member refused, is not a member."""
     exact_form = text.startswith("principal://") and not text.startswith(_ASCII_PRINCIPALS)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from gateway.policy.evaluator import resource_chain
 from gateway.policy.loader import PolicyError, load_policy_text
 from gateway.policy.members import ALL_AUTHENTICATED_USERS, ALL_USERS, Member, group_key
 from gateway.policy.model import Binding, DenyRule, Policy
@@ -23,6 +22,9 @@ SHADOWED = "shadowed-binding"
 GRANTS_NOTHING = "grants-nothing"
 DENY_NEVER_MATCHES = "deny-never-matches"
 UNUSED_GROUP = "unused-group"
+REACHES_NOTHING = "reaches-nothing"
+UNDECLARED_TAGS = "undeclared-tags"
+_TAG_FUNCTIONS = ("resource.matchTag", "resource.hasTagKey")  # and their -Id forms
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,9 @@ def warnings(policy: Policy, profile: ServiceProfile, text: str = "") -> list[Fi
         *_granting_nothing(policy, profile),
         *_dead_deny_rules(policy, profile),
         *_unused_groups(policy),
+        *_unreached_containers(policy),
+        *_undeclared_tags(policy),
+        *(_warn(policy, n.line, n.kind, n.message, n.hint) for n in policy.notes),
     ]
     return sorted(found, key=lambda f: (f.line or 0, f.kind))
 
@@ -232,7 +237,7 @@ def shadowed(
         needed = binding.permissions & routed
         if not needed:
             continue  # reported as granting nothing
-        chain = resource_chain(binding.resource)
+        chain = policy.hierarchy.chain(binding.resource)
         for member in binding.members:
             if member.key is None:
                 continue
@@ -282,19 +287,27 @@ def _granting_nothing(policy: Policy, profile: ServiceProfile) -> Iterable[Findi
     routed = sorted(profile.permissions)
     for binding in policy.bindings:
         if not binding.permissions & profile.permissions:
-            what = (
-                "includes no permissions (a DISABLED custom role?)"
-                if not binding.permissions
-                else f"includes none of the permissions the {profile.name} profile routes"
+            hint = (
+                f"the profile routes {', '.join(routed)}; grant a role that includes one of "
+                "them, or check --profile"
             )
+            if binding.role not in policy.index.roles:
+                what = "is another service's role"
+                hint = (
+                    f"opsgate enforces {profile.service}; this binding is for Google Cloud "
+                    "itself, kept as exported, and decides nothing here"
+                )
+            elif not binding.permissions:
+                what = "includes no permissions (a DISABLED or deleted custom role?)"
+            else:
+                what = f"includes none of the permissions the {profile.name} profile routes"
             yield _warn(
                 policy,
                 binding.source_line,
                 GRANTS_NOTHING,
                 f"this binding of {binding.role} on {binding.resource} grants nothing: the role "
                 f"{what}",
-                f"the profile routes {', '.join(routed)}; grant a role that includes one of them, "
-                "or check --profile",
+                hint,
             )
         elif all(member.key is None for member in binding.members):
             yield _warn(
@@ -368,3 +381,45 @@ def _unused_groups(policy: Policy) -> Iterable[Finding]:
             f"group {key} is defined but no binding or deny rule names it (or a group holding it)",
             "grant it a role, or remove it from groups:",
         )
+
+
+def _unreached_containers(policy: Policy) -> Iterable[Finding]:
+    """Bindings and deny rules on a folder or organization no declared project sits under."""
+    above = {a for chain in policy.hierarchy.ancestors.values() for a in chain}
+    seen: set[str] = set()
+    entries: list[tuple[str, int | None]] = [(b.resource, b.source_line) for b in policy.bindings]
+    entries.extend((r.resource, r.source_line) for r in policy.deny_rules)
+    for resource, line in entries:
+        if resource.startswith(("folders/", "organizations/")) and resource not in above:
+            if resource in seen:
+                continue
+            seen.add(resource)
+            yield _warn(
+                policy,
+                line,
+                REACHES_NOTHING,
+                f"{resource} is not an ancestor of any project in resources:, so what is "
+                "granted or denied on it applies to nothing",
+                f"declare the projects under it, e.g. resources: [{{projectId: P, parent: "
+                f"{resource}}}]",
+            )
+
+
+def _undeclared_tags(policy: Policy) -> Iterable[Finding]:
+    """Conditions that test tags when resources: binds none: they are false everywhere."""
+    if policy.hierarchy.tags:
+        return
+    conditions = [(b.condition, "binding") for b in policy.bindings]
+    conditions.extend((r.condition, "deny rule") for r in policy.deny_rules)
+    for condition, what in conditions:
+        if condition is not None and any(f in condition.expression for f in _TAG_FUNCTIONS):
+            effect = "never applies" if what == "deny rule" else "never grants"
+            yield _warn(
+                policy,
+                condition.line,
+                UNDECLARED_TAGS,
+                f"this {what}'s condition tests tags, but resources: binds no tags: the {what} "
+                f"{effect}",
+                "declare the tag bindings under resources: (gcloud resource-manager tags "
+                "bindings list --effective prints them)",
+            )

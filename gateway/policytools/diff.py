@@ -73,9 +73,10 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Definition:
-    """A custom role's permissions or a static group's direct members, before and after."""
+    """A custom role's permissions, a static group's direct members, or what `resources`
+    says of one resource (parent, number, tags), before and after."""
 
-    what: Literal["role", "group"]
+    what: Literal["role", "group", "resource"]
     name: str
     added: tuple[str, ...]
     removed: tuple[str, ...]
@@ -290,6 +291,21 @@ def definitions(old: Policy, new: Policy) -> Iterable[Definition]:
     old_groups = {group_key(g.email): _written(g.members) for g in old.groups}
     new_groups = {group_key(g.email): _written(g.members) for g in new.groups}
     yield from _definitions("group", old_groups, new_groups)
+    yield from _definitions("resource", _declared(old), _declared(new))
+
+
+def _declared(policy: Policy) -> dict[str, frozenset[str]]:
+    """resource -> what `resources` says of it: its parent, its number, its own tags."""
+    hierarchy = policy.hierarchy
+    facts: defaultdict[str, set[str]] = defaultdict(set)
+    for resource, ancestors in hierarchy.ancestors.items():
+        if ancestors:
+            facts[resource].add(f"parent={ancestors[-1]}")
+    for project, number in hierarchy.project_numbers.items():
+        facts[f"projects/{project}"].add(f"number={number}")
+    for resource, tags in hierarchy.tags.items():
+        facts[resource].update(f"tag={tag.shown}" for tag in tags)
+    return {resource: frozenset(found) for resource, found in facts.items()}
 
 
 def _written(members: Iterable[Any]) -> frozenset[str]:
@@ -297,7 +313,9 @@ def _written(members: Iterable[Any]) -> frozenset[str]:
 
 
 def _definitions(
-    what: Literal["role", "group"], old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]
+    what: Literal["role", "group", "resource"],
+    old: dict[str, frozenset[str]],
+    new: dict[str, frozenset[str]],
 ) -> Iterable[Definition]:
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name), new.get(name)
@@ -342,6 +360,11 @@ def render_text(diff: PolicyDiff) -> list[str]:
 def summary(diff: PolicyDiff) -> str:
     if not diff.changes:
         note = " (definitions changed, but not who can do what)" if diff.definitions else ""
+        if any(d.what == "resource" for d in diff.definitions):
+            note = (
+                " in the bindings and deny rules; resources: changed, so access below the "
+                "resources shown may differ (policy explain or policy test them)"
+            )
         return f"no access changes{note}"
     shown = [c for c in diff.changes if c.explained_by is None]
     counts: defaultdict[ChangeKind, int] = defaultdict(int)

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from gateway.policy.decision import Decision, TraceEntry
 from gateway.policy.deny import denies_permission
-from gateway.policy.evaluator import evaluate, explain, keys_for, resource_chain
+from gateway.policy.evaluator import evaluate, explain, keys_for
 from gateway.policy.model import Binding, DenyRule, Policy
 from gateway.policytools.inputs import (
     Request,
@@ -62,7 +62,7 @@ class Explanation:
 def explain_request(policy: Policy, request: Request, profile: str) -> Explanation:
     decision = evaluate(policy, request.caller, request.access, request.now)
     trace = explain(policy, request.caller, request.access, request.now)
-    chain = resource_chain(request.access.resource)
+    chain = policy.hierarchy.chain(request.access.resource)
     index = policy.index
     # explain() lists the chain's deny rules, then its bindings, root first, in index order.
     items: list[Binding | DenyRule] = [

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from gateway.errors import ConfigError, InvalidArgument, OpsgateError, Unimplemented
-from gateway.policy.evaluator import resource_chain
+from gateway.policy.hierarchy import resource_chain
 from gateway.policy.loader import load_policy_text
 from gateway.policy.members import (
     canonical_identity,

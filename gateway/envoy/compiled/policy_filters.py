@@ -71,6 +71,7 @@ def policy_filter(
 ) -> tuple[Json, dict[str, int]]:
     """One RBAC filter: the deny rules first; then, if none applies, the bindings; then the
     default, deny. Each is a prefix tree on the name's resources."""
+    _check_hierarchy(policy, problems)
     deny_tree = _deny_tree(policy, routes, identities, problems)
     allow_tree, counts = _allow_tree(policy, routes, identities, problems)
     stages = [(ALWAYS, xds.then(tree)) for tree in (deny_tree, allow_tree) if tree is not None]
@@ -228,6 +229,24 @@ def group_reach(policy: Policy, problems: list[Problem]) -> dict[str, set[str]]:
         for group in groups:
             reach[group].add(key)
     return reach
+
+
+def _check_hierarchy(policy: Policy, problems: list[Problem]) -> None:
+    """What a request's name does not say, Envoy cannot see: folders and organizations above a
+    project, a project called by its number, tags. Such a policy is refused, never half-applied."""
+    hierarchy = policy.hierarchy
+    if hierarchy.empty:
+        return
+    line = min((n for n in hierarchy.lines.values() if n is not None), default=None)
+    problems.append(
+        Problem(
+            policy.source,
+            line,
+            "resources: (folders, organizations, project numbers or tags) is not compiled: "
+            "Envoy sees only the name a call carries; enforce this policy with opsgate's own "
+            "doors or as Envoy's external authorizer",
+        )
+    )
 
 
 def _check_static_groups(policy: Policy, problems: list[Problem]) -> None:
