@@ -152,6 +152,8 @@ def render_text(exp: Explanation) -> list[str]:
         "",
         f"  {exp.decision.reason}",
     ]
+    if exp.decision.unrecorded is not None:
+        lines.append(f"  audit: not recorded when it succeeds: {exp.decision.unrecorded}")
     if exp.verdict is Verdict.UNKNOWN_CONDITIONAL:
         lines.append(
             "  the outcome hinges on a condition that could not be evaluated; the gateway "
@@ -227,6 +229,7 @@ def to_json(exp: Explanation) -> dict[str, Any]:
         "verdict": exp.verdict.value,
         "effect": exp.decision.effect.value,
         "reason": exp.decision.reason,
+        "unrecorded": exp.decision.unrecorded,
         "caller": {
             "principal": request.caller.member,
             "token_groups": list(exp.token_groups),

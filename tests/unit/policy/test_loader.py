@@ -59,7 +59,7 @@ ERRORS = [
     ("malformed member kind", allow(member="usr:x@acme.example"), "members", "allow[0].bindings[0].members[0]", "malformed member 'usr:x@acme.example'; members are user:EMAIL"),
     ("user without email", allow(member="'user:'"), "members", "allow[0].bindings[0].members[0]", "malformed member 'user:'"),
     ("group that is not an email", allow(member="group:not-an-email"), "members", "allow[0].bindings[0].members[0]", "malformed member 'group:not-an-email'"),
-    ("unsupported principal set", allow(member="principalSet://goog/cloudIdentityCustomerId/C123"), "members", "allow[0].bindings[0].members[0]", "unsupported principal set"),
+    ("unsupported principal set", allow(member="principalSet://goog/team/C123"), "members", "allow[0].bindings[0].members[0]", "unsupported principal set"),
     ("bad condition", allow() + "        condition:\n          title: t\n          expression: request.time <\n", "expression:", "allow[0].bindings[0].condition.expression", "bad condition:"),
     ("condition without expression", allow() + "        condition: {title: t}\n", "condition:", "allow[0].bindings[0].condition.expression", "is required"),
     ("resource outside the hierarchy", allow(resource="projects/p/zones/z"), "resource:", "allow[0].resource", "'projects/p/zones/z' is not a resource this gateway authorizes; resources are organizations/N, folders/N, projects/P"),

@@ -117,9 +117,10 @@ def test_unknown_conditional_points_at_the_failing_condition(policy: Path) -> No
 def test_json_shape(policy: Path) -> None:
     answer = explain(policy, "user:nested@x.example")
     assert list(answer) == [
-        "verdict", "effect", "reason", "caller", "request", "policy", "profile", "hierarchy",
-        "entries",
+        "verdict", "effect", "reason", "unrecorded", "caller", "request", "policy", "profile",
+        "hierarchy", "entries",
     ]  # fmt: skip
+    assert answer["unrecorded"] is None  # the policy has no auditConfigs
     assert answer["caller"] == {
         "principal": "user:nested@x.example",
         "token_groups": [],
