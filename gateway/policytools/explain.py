@@ -152,6 +152,8 @@ def render_text(exp: Explanation) -> list[str]:
         "",
         f"  {exp.decision.reason}",
     ]
+    if exp.chain and exp.chain[-1] != access.resource:
+        lines.insert(2, f"  (as {exp.chain[-1]}, which the policy names it by)")
     if exp.decision.unrecorded is not None:
         lines.append(f"  audit: not recorded when it succeeds: {exp.decision.unrecorded}")
     if exp.verdict is Verdict.UNKNOWN_CONDITIONAL:
