@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,7 +155,9 @@ def parse_permission(text: str, *, allow_patterns: bool) -> ParsedPermission:
 def predefined_roles() -> Mapping[str, Role]:
     """The predefined roles shipped in data/roles.yaml, read once."""
     text = resources.files("gateway.policy").joinpath("data/roles.yaml").read_text("utf-8")
-    return MappingProxyType(_roles_from_data(yaml.safe_load(text)))
+    # libyaml's loader when PyYAML has it: the catalogue is a few thousand lines.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return MappingProxyType(_roles_from_data(yaml.load(text, Loader=loader)))
 
 
 @cache
@@ -163,18 +166,54 @@ def predefined_permissions() -> frozenset[str]:
     return frozenset(p for role in predefined_roles().values() for p in role.permissions)
 
 
+# Launch stages as IAM's roles.get reports them; "" where Google gives none (roles/admin).
+_STAGES = frozenset({"", "ALPHA", "BETA", "GA", "DEPRECATED", "DISABLED", "EAP"})
+_ROLE_KEYS = frozenset({"title", "description", "stage", "includedPermissions"})
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _roles_from_data(data: Any) -> dict[str, Role]:
     # The file is ours and covered by tests; a malformed one is a packaging bug, not user input.
+    where = "gateway/policy/data/roles.yaml"
     if not isinstance(data, dict) or not isinstance(data.get("roles"), dict):
-        raise RuntimeError("gateway/policy/data/roles.yaml has no 'roles' mapping")
+        raise RuntimeError(f"{where} has no 'roles' mapping")
+    _check_source(data.get("source"), where)
     roles: dict[str, Role] = {}
     for name, spec in data["roles"].items():
-        permissions = spec.get("includedPermissions") if isinstance(spec, dict) else None
-        if not isinstance(permissions, list) or not all(
-            isinstance(p, str) and _DOTTED.fullmatch(p) for p in permissions
+        if not isinstance(name, str) or not name.startswith("roles/") or not isinstance(spec, dict):
+            raise RuntimeError(f"{where}: role {name} is malformed")
+        unknown = set(spec) - _ROLE_KEYS
+        permissions = spec.get("includedPermissions")
+        title, description = spec.get("title", ""), spec.get("description", "")
+        if (
+            unknown
+            or not isinstance(permissions, list)
+            or not all(isinstance(p, str) and _DOTTED.fullmatch(p) for p in permissions)
+            or len(set(permissions)) != len(permissions)
+            or not isinstance(title, str)
+            or not isinstance(description, str)
+            or spec.get("stage", "") not in _STAGES
         ):
-            raise RuntimeError(f"gateway/policy/data/roles.yaml: role {name} is malformed")
+            raise RuntimeError(f"{where}: role {name} is malformed")
         roles[name] = Role(
-            name=name, title=str(spec.get("title", "")), permissions=frozenset(permissions)
+            name=name,
+            title=title,
+            permissions=frozenset(permissions),
+            description=description,
         )
     return roles
+
+
+def _check_source(source: Any, where: str) -> None:
+    """The catalogue names where its data comes from: a reference URL and the date it was taken."""
+    retrieved = source.get("retrieved") if isinstance(source, dict) else None
+    if isinstance(retrieved, dt.date):  # YAML reads an unquoted 2026-12-07 as a date
+        retrieved = retrieved.isoformat()
+    if (
+        not isinstance(source, dict)
+        or not isinstance(source.get("url"), str)
+        or not source["url"].startswith("https://")
+        or not isinstance(retrieved, str)
+        or not _DATE.fullmatch(retrieved)
+    ):
+        raise RuntimeError(f"{where}: 'source' needs a https url and a retrieved date (YYYY-MM-DD)")
