@@ -152,18 +152,34 @@ def parse_permission(text: str, *, allow_patterns: bool) -> ParsedPermission:
 
 
 @cache
-def predefined_roles() -> Mapping[str, Role]:
-    """The predefined roles shipped in data/roles.yaml, read once."""
+def _catalogue() -> Any:
     text = resources.files("gateway.policy").joinpath("data/roles.yaml").read_text("utf-8")
     # libyaml's loader when PyYAML has it: the catalogue is a few thousand lines.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return MappingProxyType(_roles_from_data(yaml.load(text, Loader=loader)))
+    return yaml.load(text, Loader=loader)
+
+
+@cache
+def predefined_roles() -> Mapping[str, Role]:
+    """The predefined roles shipped in data/roles.yaml, read once."""
+    return MappingProxyType(_roles_from_data(_catalogue()))
 
 
 @cache
 def predefined_permissions() -> frozenset[str]:
-    """Every permission some predefined role includes."""
-    return frozenset(p for role in predefined_roles().values() for p in role.permissions)
+    """Every permission some predefined role includes, and those the service's methods need
+    that no predefined role includes (the catalogue's `permissionsInNoRole`)."""
+    in_roles = frozenset(p for role in predefined_roles().values() for p in role.permissions)
+    return in_roles | _permissions_in_no_role(_catalogue())
+
+
+def _permissions_in_no_role(data: Any) -> frozenset[str]:
+    listed = data.get("permissionsInNoRole", [])
+    if not isinstance(listed, list) or not all(
+        isinstance(p, str) and _DOTTED.fullmatch(p) for p in listed
+    ):
+        raise RuntimeError("gateway/policy/data/roles.yaml: permissionsInNoRole is malformed")
+    return frozenset(listed)
 
 
 # Launch stages as IAM's roles.get reports them; "" where Google gives none (roles/admin).

@@ -16,6 +16,7 @@ from gateway.policy.members import SUBJECT_PREFIX, group_key
 from gateway.policy.model import DenyRule, Policy
 from gateway.policy.roles import predefined_permissions
 from gateway.policytools.check import print_policy_error
+from gateway.policytools.hierarchy_diff import declared, hierarchy_changes
 from gateway.policytools.inputs import UnreadableError, read_policy
 from gateway.policytools.render import columns, plural
 from gateway.profile import ServiceProfile
@@ -39,6 +40,8 @@ SIGNS = {
 }
 
 AccessKind = Literal["allow", "deny"]
+# Why an access changed when no binding or deny rule did: where a resource sits, or its tags.
+RESOURCES_CHANGED = "resources: changed"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -232,6 +235,7 @@ def compare(
                 None,
             )
         changes.append(Change(access, change, groups, title, explained))
+    changes.extend(_hierarchy_changes(old, new, permissions, changes))
     shown = {c.access.principal for c in changes if c.explained_by is None}
     headers = {
         key: _header(key, after.members.get(key, before.members.get(key)))
@@ -247,6 +251,19 @@ def compare(
         tuple(definitions(old, new)),
         headers,
     )
+
+
+def _hierarchy_changes(
+    old: Policy, new: Policy, permissions: frozenset[str], found: list[Change]
+) -> Iterable[Change]:
+    """Access a `resources` change turns around, not already shown by a binding's change."""
+    seen = {(c.access.principal, c.access.permission, c.access.resource) for c in found}
+    for principal, permission, resource, allowed in hierarchy_changes(old, new, permissions):
+        if (principal, permission, resource) in seen:
+            continue
+        kind = ChangeKind.GRANTED if allowed else ChangeKind.REVOKED
+        access = Access(principal, "allow", permission, resource, None)
+        yield Change(access, kind, (), RESOURCES_CHANGED, None)
 
 
 def _what(access: Access) -> tuple[str, str, str, str | None]:
@@ -291,21 +308,7 @@ def definitions(old: Policy, new: Policy) -> Iterable[Definition]:
     old_groups = {group_key(g.email): _written(g.members) for g in old.groups}
     new_groups = {group_key(g.email): _written(g.members) for g in new.groups}
     yield from _definitions("group", old_groups, new_groups)
-    yield from _definitions("resource", _declared(old), _declared(new))
-
-
-def _declared(policy: Policy) -> dict[str, frozenset[str]]:
-    """resource -> what `resources` says of it: its parent, its number, its own tags."""
-    hierarchy = policy.hierarchy
-    facts: defaultdict[str, set[str]] = defaultdict(set)
-    for resource, ancestors in hierarchy.ancestors.items():
-        if ancestors:
-            facts[resource].add(f"parent={ancestors[-1]}")
-    for project, number in hierarchy.project_numbers.items():
-        facts[f"projects/{project}"].add(f"number={number}")
-    for resource, tags in hierarchy.tags.items():
-        facts[resource].update(f"tag={tag.shown}" for tag in tags)
-    return {resource: frozenset(found) for resource, found in facts.items()}
+    yield from _definitions("resource", declared(old), declared(new))
 
 
 def _written(members: Iterable[Any]) -> frozenset[str]:
@@ -361,10 +364,7 @@ def summary(diff: PolicyDiff) -> str:
     if not diff.changes:
         note = " (definitions changed, but not who can do what)" if diff.definitions else ""
         if any(d.what == "resource" for d in diff.definitions):
-            note = (
-                " in the bindings and deny rules; resources: changed, so access below the "
-                "resources shown may differ (policy explain or policy test them)"
-            )
+            note = " (resources: changed, but not who can do what)"
         return f"no access changes{note}"
     shown = [c for c in diff.changes if c.explained_by is None]
     counts: defaultdict[ChangeKind, int] = defaultdict(int)
@@ -415,6 +415,8 @@ def _row(change: Change) -> list[str]:
         extra.append(f"[except {', '.join(a.exceptions)}]")
     if change.vias:
         extra.append(f"(via {', '.join(change.vias)})")
+    if change.condition_label == RESOURCES_CHANGED and a.condition is None:
+        extra.append(f"({RESOURCES_CHANGED})")
     return [
         f"{SIGNS[change.change]} {a.principal}",
         a.permission,

@@ -50,10 +50,10 @@ DECIDING = [p for p in EVERY_MODULE if p.relative_to(PACKAGE).as_posix() not in 
 FILE_MODULES = {"os", "io", "pathlib", "shutil", "tempfile", "glob", "fileinput", "mmap"}
 FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "iterdir"}
 FILE_CALLS |= {"listdir", "scandir", "unlink", "mkdir", "makedirs", "rmdir"}
-# The one read left in the deciding half: predefined roles from the package's own data file,
+# The one read left in the deciding half: the role catalogue, the package's own data file,
 # read once (cached) when the loader first asks. Moving it into the loader means changing the
 # policy tools that import it from roles.py; until then it is allowed here and nowhere else.
-KNOWN_READS = {("roles.py", "predefined_roles")}
+KNOWN_READS = {("roles.py", "_catalogue")}
 KNOWN_IMPORTS = {("roles.py", "importlib.resources")}
 
 
@@ -133,7 +133,7 @@ BREAKS_PURITY = {
     "from os import": (_file_io, "from os import stat\n"),
     "read_text": (_file_io, "def f(p):\n    return p.read_text()\n"),
     "importlib.resources": (_file_io, "from importlib import resources\n"),
-    "a known read elsewhere": (_file_io, "def predefined_roles(p):\n    return p.read_text()\n"),
+    "a known read elsewhere": (_file_io, "def _catalogue(p):\n    return p.read_text()\n"),
 }
 
 
@@ -145,6 +145,6 @@ def test_the_purity_checks_catch_what_they_forbid(case: str) -> None:
 
 
 def test_the_known_read_is_allowed_only_where_it_stands() -> None:
-    text = "from importlib import resources\ndef predefined_roles(p):\n    return p.read_text()\n"
+    text = "from importlib import resources\ndef _catalogue(p):\n    return p.read_text()\n"
     assert _file_io("roles.py", text) == []
     assert _file_io("roles.py", text + "def other(p):\n    return p.read_text()\n")
