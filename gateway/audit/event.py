@@ -46,6 +46,8 @@ class AuditEvent:
     # A caller another issuer vouched for, by its claims (iss, sub, a verified email): Cloud
     # Audit Logs' thirdPartyPrincipal. None for Google's identities and anonymous calls.
     third_party_principal: Mapping[str, str] | None = None
+    # The resource as the policy names it when the call named it otherwise (a project number).
+    policy_resource: str | None = None
 
     def __post_init__(self) -> None:
         # A naive time would be silently read as UTC and shift the whole trail by the host's

@@ -172,7 +172,14 @@ def _authorization_info(event: AuditEvent, is_write: bool) -> list[dict[str, Any
     # Only a check that was made is reported: an unauthenticated or unrouted call checked nothing.
     if event.permission is None or event.granted is None:
         return []
-    key = (event.resource_name, event.permission, event.granted, event.service, is_write)
+    key = (
+        event.resource_name,
+        event.policy_resource,
+        event.permission,
+        event.granted,
+        event.service,
+        is_write,
+    )
     found = _authorizations.get(key)
     if found is None:
         if len(_authorizations) >= _MEMO_SIZE:
@@ -187,7 +194,9 @@ def _check_made(event: AuditEvent, is_write: bool) -> list[dict[str, Any]]:
     fallback = "ADMIN_WRITE" if is_write else "ADMIN_READ"
     return [
         {
-            "resource": event.resource_name or "",
+            # What was checked, by the name the policy knows it by; resourceName keeps the
+            # name as the caller sent it.
+            "resource": event.policy_resource or event.resource_name or "",
             "permission": event.permission,
             "granted": event.granted,
             "permissionType": _PERMISSION_TYPE_BY_VERB.get(verb, fallback),

@@ -95,10 +95,11 @@ class RecordFilter:
             canonical_identity(value) for value in _principals(payload) if isinstance(value, str)
         }:
             return False
-        if self.resource_prefix is not None:
-            resource = _get(payload, "resourceName")
-            if not isinstance(resource, str) or not resource.startswith(self.resource_prefix):
-                return False
+        if self.resource_prefix is not None and not any(
+            isinstance(name, str) and name.startswith(self.resource_prefix)
+            for name in _resource_names(payload)
+        ):
+            return False
         method = _get(payload, "methodName")
         if self.method is not None and not _method_matches(method, self.method):
             return False
@@ -374,3 +375,13 @@ def _printable(text: str) -> str:
     # Names in records come from callers; escape sequences in them must not drive the
     # auditor's terminal.
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def _resource_names(payload: Any) -> list[Any]:
+    """The name the caller sent, and the name the policy checked it by (a project's id where
+    the call used its number): a resource is found by either."""
+    names = [_get(payload, "resourceName")]
+    checks = _get(payload, "authorizationInfo")
+    if isinstance(checks, list):
+        names.extend(c.get("resource") for c in checks if isinstance(c, dict))
+    return names

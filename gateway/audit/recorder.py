@@ -150,6 +150,7 @@ class AuditRecorder:
             span_id=span_id,
             project_fallback=self._project,
             third_party_principal=principal.third_party_principal if principal else None,
+            policy_resource=decision.policy_resource if decision is not None else None,
         )
 
     def _step(self, entry: TraceEntry) -> JsonReady:

@@ -56,6 +56,9 @@ class Decision:
     # An allowed read whose record the policy's auditConfigs leave out, and why; None when the
     # call must be recorded (always for refusals, writes, and policies without auditConfigs).
     unrecorded: str | None = None
+    # The resource as the policy names it, where that differs from the name asked about (a
+    # project named by its number, which `resources` maps to its id); None when they agree.
+    policy_resource: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from gateway.policy.auditing import unrecorded
@@ -138,10 +139,19 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     A deny rule whose condition cannot be evaluated applies; an allow binding whose condition
     cannot be evaluated does not grant. Only a bug raises.
     """
+    chain = policy.hierarchy.chain(request.resource)
+    decision = _decide(policy, caller, request, now, chain)
+    if chain and chain[-1] != request.resource and not policy.hierarchy.empty:
+        return replace(decision, policy_resource=chain[-1])
+    return decision
+
+
+def _decide(
+    policy: Policy, caller: Caller, request: AccessRequest, now: datetime, chain: tuple[str, ...]
+) -> Decision:
     index = policy.index
     permission = normalize_permission(request.permission)
     hierarchy = policy.hierarchy
-    chain = hierarchy.chain(request.resource)
     keys = keys_for(index, caller)
     conditions: _Conditions | None = None  # built only when a condition has to be evaluated
 

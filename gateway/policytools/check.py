@@ -297,7 +297,7 @@ def _granting_nothing(policy: Policy, profile: ServiceProfile) -> Iterable[Findi
                     f"opsgate enforces {profile.service}; this binding is for Google Cloud "
                     "itself, kept as exported, and decides nothing here"
                 )
-            elif not policy.index.roles[binding.role].custom:
+            elif not binding.permissions and not policy.index.roles[binding.role].custom:
                 what = f"holds none of {profile.service}'s permissions (Google's catalogue)"
                 hint = (
                     "a predefined role kept as exported (a service agent's acts on other "

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audit.query import read_records
 from gateway.testing.loop import LoopThread
+from tests.support.cli import opsgate
 from tests.support.stack import Identity, Stack, running_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,18 +39,6 @@ CI = "serviceAccount:ci-deployer@acme-prod.iam.gserviceaccount.com"
 BOB = "user:bob@acme.example"  # in no binding at all
 AUDITORS = "auditors@acme.example"
 AFTER_REVIEW = "2031-06-01T00:00:00Z"  # after ci-deployer's conditional editor grant ends
-
-
-def opsgate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        timeout=60,
-        check=False,
-    )
 
 
 def variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
@@ -438,6 +424,24 @@ def test_the_gateway_decides_and_records_as_the_exports_say(
         assert left_out == 3
         assert stack.gateway.pipeline.audit.left_out == left_out
         assert left_out_metric(stack) == left_out
+        by_number_is_prod(stack)
+
+
+def by_number_is_prod(stack: Stack) -> None:
+    """A call naming acme-prod by number keeps that name as resourceName; what was checked is
+    named by id, and `audit query --resource-prefix projects/acme-prod` finds it."""
+    assert stack.settings is not None and stack.settings.audit.file is not None
+    trail = Path(stack.settings.audit.file.path)
+    payloads = [r["protoPayload"] for r in read_records([trail])]
+    by_number = [p for p in payloads if p["resourceName"].startswith(f"{PROD_NO}/")]
+    assert by_number
+    for payload in by_number:
+        (check,) = payload["authorizationInfo"]
+        assert check["resource"] == payload["resourceName"].replace(PROD_NO, PROD, 1)
+    found = opsgate("audit", "query", trail, "--resource-prefix", f"{PROD}/", "--format", "json")
+    assert found.returncode == 0, found.stderr
+    names = {json.loads(line)["protoPayload"]["resourceName"] for line in found.stdout.splitlines()}
+    assert {p["resourceName"] for p in by_number} <= names
 
 
 ONLY_DATA_READ = {"service": "allServices", "auditLogConfigs": [{"logType": "DATA_READ"}]}

@@ -235,7 +235,9 @@ def test_usage_errors(policy: Path, args: tuple[str, ...], message: str) -> None
 
 
 def test_an_invalid_policy_is_unusable_input(tmp_path: Path) -> None:
-    broken = write(tmp_path, "broken.yaml", "allow:\n  - resource: projects/p/zones/z\n    bindings: []\n")
+    broken = write(
+        tmp_path, "broken.yaml", "allow:\n  - resource: projects/p/zones/z\n    bindings: []\n"
+    )
     result = opsgate(
         "policy", "explain", "--policy", broken, "--principal", "user:a@x.example",
         "--method", "GetOperation", "--resource", OP,
