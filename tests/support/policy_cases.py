@@ -88,7 +88,8 @@ CASES: list[tuple[str, Who, str, str, str]] = [
     ("alice-list-prod", ALICE, "list", ACME_PROD_US, OK),
     ("alice-cancel-prod", ALICE, "cancel", DONE_OPERATION, OK),
     ("alice-get-view-op", ALICE, "get", TIER1_OPERATION, OK),
-    ("alice-cancel-view-op", ALICE, "cancel", TIER1_OPERATION, OK),
+    # Google's catalogue: no predefined role holds authorizedOperations.cancel (roles.yaml).
+    ("alice-cancel-view-op", ALICE, "cancel", TIER1_OPERATION, DENIED),
     ("alice-get-missing-is-upstream-not-found", ALICE, "get", MISSING_PROD_OPERATION, NOT_FOUND),
     ("paula-via-group-get-prod", PAULA, "get", DONE_OPERATION, OK),
     ("paula-cancel-eu-exempt-from-freeze", PAULA, "cancel", STUCK_OPERATION, OK),
