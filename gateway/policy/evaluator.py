@@ -10,7 +10,7 @@ from gateway.policy.auditing import unrecorded
 from gateway.policy.cel import ConditionContext, ConditionEvaluationError
 from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry
 from gateway.policy.deny import APPLIES, DenyMatch, condition_applies, match, match_listed
-from gateway.policy.hierarchy import NO_TAGS, Hierarchy
+from gateway.policy.hierarchy import EMPTY_HIERARCHY, NO_TAGS, Hierarchy
 from gateway.policy.hierarchy import resource_chain as resource_chain  # re-exported
 from gateway.policy.index import MAX_TRACE_BINDINGS, GrantEntry, PolicyIndex
 from gateway.policy.members import CallerKeys, caller_keys
@@ -139,9 +139,12 @@ def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: dateti
     A deny rule whose condition cannot be evaluated applies; an allow binding whose condition
     cannot be evaluated does not grant. Only a bug raises.
     """
-    chain = policy.hierarchy.chain(request.resource)
+    hierarchy = policy.hierarchy
+    if hierarchy is EMPTY_HIERARCHY:  # no `resources`: the name holds the whole chain
+        return _decide(policy, caller, request, now, resource_chain(request.resource))
+    chain = hierarchy.chain(request.resource)
     decision = _decide(policy, caller, request, now, chain)
-    if chain and chain[-1] != request.resource and not policy.hierarchy.empty:
+    if chain and chain[-1] != request.resource:
         return replace(decision, policy_resource=chain[-1])
     return decision
 
@@ -255,9 +258,10 @@ def _allowed(
         f"{request.permission} granted on {request.resource} by {binding.role} "
         f"to {written} on {binding.resource}{_at(binding.source_line)}"
     )
-    left_out = unrecorded(
-        policy.audit_configs, chain, normalize_permission(request.permission), keys.allow
-    )
+    left_out = None
+    if policy.audit_configs:  # most policies have none: skip the call
+        permission = normalize_permission(request.permission)
+        left_out = unrecorded(policy.audit_configs, chain, permission, keys.allow)
     return Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent, left_out)
 
 
