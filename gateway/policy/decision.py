@@ -53,13 +53,53 @@ class Decision:
     # A condition reading request.time was evaluated: the same request may decide differently
     # later, so this decision must not be cached.
     time_dependent: bool
-    # An allowed read whose record the policy's auditConfigs leave out, and why; None when the
-    # call must be recorded (always for refusals, writes, and policies without auditConfigs).
-    unrecorded: str | None = None
-    # The resource as the policy names it, where that differs from the name asked about (a
-    # project named by its number, which `resources` maps to its id); None when they agree.
-    policy_resource: str | None = None
 
     @property
     def allowed(self) -> bool:
         return self.effect is Effect.ALLOW
+
+    @property
+    def unrecorded(self) -> str | None:
+        """Why the policy's auditConfigs leave this allowed read's record out; None when the call
+        must be recorded (always for refusals, writes, and policies without auditConfigs)."""
+        return None
+
+    @property
+    def policy_resource(self) -> str | None:
+        """The resource as the policy names it, where that differs from the name asked about (a
+        project named by its number, which `resources` maps to its id); None when they agree."""
+        return None
+
+
+# A subclass, so that the decisions of policies without `resources` or `auditConfigs` (nearly
+# all) are built with six fields: every field of a frozen dataclass costs its construction.
+@dataclass(frozen=True, slots=True)
+class NotedDecision(Decision):
+    """A Decision with what `resources` or `auditConfigs` add to it."""
+
+    left_out: str | None = None
+    named_as: str | None = None
+
+    @property
+    def unrecorded(self) -> str | None:
+        return self.left_out
+
+    @property
+    def policy_resource(self) -> str | None:
+        return self.named_as
+
+
+def noted(
+    decision: Decision, *, left_out: str | None = None, named_as: str | None = None
+) -> Decision:
+    """`decision` with notes added (those it has are kept)."""
+    return NotedDecision(
+        decision.effect,
+        decision.request,
+        decision.reason,
+        decision.trace,
+        decision.policy_etag,
+        decision.time_dependent,
+        left_out if left_out is not None else decision.unrecorded,
+        named_as if named_as is not None else decision.policy_resource,
+    )

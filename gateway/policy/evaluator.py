@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 
 from gateway.policy.auditing import unrecorded
 from gateway.policy.cel import ConditionContext, ConditionEvaluationError
-from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry
+from gateway.policy.decision import ConditionResult, Decision, Effect, TraceEntry, noted
 from gateway.policy.deny import APPLIES, DenyMatch, condition_applies, match, match_listed
 from gateway.policy.hierarchy import EMPTY_HIERARCHY, NO_TAGS, Hierarchy
 from gateway.policy.hierarchy import resource_chain as resource_chain  # re-exported
@@ -133,25 +132,23 @@ def _ordinal(item: DenyRule | Binding) -> int:
     return item.ordinal
 
 
-def evaluate(policy: Policy, caller: Caller, request: AccessRequest, now: datetime) -> Decision:
+def evaluate(
+    policy: Policy,
+    caller: Caller,
+    request: AccessRequest,
+    now: datetime,
+    chain: tuple[str, ...] | None = None,
+) -> Decision:
     """ALLOW or DENY, with the trace; deterministic for the same inputs.
 
     A deny rule whose condition cannot be evaluated applies; an allow binding whose condition
-    cannot be evaluated does not grant. Only a bug raises.
+    cannot be evaluated does not grant. Only a bug raises. `chain` is for _in_hierarchy only:
+    the resource's chain, when the policy's `resources` have given it.
     """
-    hierarchy = policy.hierarchy
-    if hierarchy is EMPTY_HIERARCHY:  # no `resources`: the name holds the whole chain
-        return _decide(policy, caller, request, now, resource_chain(request.resource))
-    chain = hierarchy.chain(request.resource)
-    decision = _decide(policy, caller, request, now, chain)
-    if chain and chain[-1] != request.resource:
-        return replace(decision, policy_resource=chain[-1])
-    return decision
-
-
-def _decide(
-    policy: Policy, caller: Caller, request: AccessRequest, now: datetime, chain: tuple[str, ...]
-) -> Decision:
+    if chain is None:
+        if policy.hierarchy is not EMPTY_HIERARCHY:
+            return _in_hierarchy(policy, caller, request, now)
+        chain = resource_chain(request.resource)  # no `resources`: the name holds it all
     index = policy.index
     permission = normalize_permission(request.permission)
     hierarchy = policy.hierarchy
@@ -216,6 +213,18 @@ def _decide(
     return _default_deny(policy, request, keys, chain, permission, failures, time_dependent)
 
 
+def _in_hierarchy(
+    policy: Policy, caller: Caller, request: AccessRequest, now: datetime
+) -> Decision:
+    """evaluate() below the folders and organization `resources` declares, a project named by
+    its number decided as its id (and the decision saying so)."""
+    chain = policy.hierarchy.chain(request.resource)
+    decision = evaluate(policy, caller, request, now, chain)
+    if chain and chain[-1] != request.resource:
+        return noted(decision, named_as=chain[-1])
+    return decision
+
+
 def _via(index: PolicyIndex, keys: CallerKeys, matched_key: str) -> str | None:
     """The groups between the caller and a matched group member, for the trace."""
     if not matched_key.startswith("group:") or matched_key in keys.direct_groups:
@@ -258,11 +267,13 @@ def _allowed(
         f"{request.permission} granted on {request.resource} by {binding.role} "
         f"to {written} on {binding.resource}{_at(binding.source_line)}"
     )
-    left_out = None
+    decision = Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent)
     if policy.audit_configs:  # most policies have none: skip the call
         permission = normalize_permission(request.permission)
         left_out = unrecorded(policy.audit_configs, chain, permission, keys.allow)
-    return Decision(Effect.ALLOW, request, reason, (entry,), policy.etag, time_dependent, left_out)
+        if left_out is not None:
+            return noted(decision, left_out=left_out)
+    return decision
 
 
 def _denied_by_rule(

@@ -9,7 +9,9 @@ from datetime import datetime
 from gateway.policy.hierarchy import NO_TAGS, EffectiveTags
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every decision that evaluates a condition, and a frozen
+# dataclass pays for each field it sets; compiled conditions only read it.
+@dataclass(slots=True)
 class ConditionContext:
     """The attributes of one request that conditions can read."""
 
