@@ -186,7 +186,7 @@ def test_parse_since(text: str, expected: datetime) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("yesterday", "expected a time"),
+        ("last week", "expected a time"),
         ("", "expected a time"),
         ("-5m", "expected a time"),
         ("15M", "expected a time"),
@@ -209,10 +209,17 @@ def test_format_table_lines_up_and_shows_the_outcome() -> None:
     table = list(format_table([ALICE, BOB_DENIED, ANONYMOUS]))
     header, alice, bob, anonymous = table
     assert header.split() == [
-        "TIME", "SEVERITY", "PRINCIPAL", "METHOD", "GRANTED", "STATUS", "RESOURCE",
+        "TIME", "SEVERITY", "PRINCIPAL", "METHOD", "GRANTED", "STATUS", "RESOURCE", "REASON",
     ]  # fmt: skip
     column = header.index("RESOURCE")
-    assert all(row[column:] == OPERATION for row in table[1:])
+    assert alice[column:] == OPERATION  # nothing after the resource of a call that succeeded
+    assert bob[column:] == (
+        f"{OPERATION}  IAM_PERMISSION_DENIED: no binding grants contactcenterinsights.operations.get"
+    )
+    assert anonymous[column:] == (
+        f"{OPERATION}  ACCESS_TOKEN_EXPIRED: token expired 42s ago (exp 2024-05-01T12:30:03Z, "
+        "skew 30s)"
+    )
     assert alice.split() == [
         "2024-05-01T12:30:45Z", "INFO", "alice@acme.example", "GetOperation", "yes", "OK", OPERATION,
     ]  # fmt: skip
