@@ -119,14 +119,43 @@ class AuditFileSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditCloudLoggingSettings:
+    """The cloud_logging sink: Cloud Logging's WriteLogEntries, with the gateway's credentials."""
+
+    endpoint: str | None = field(
+        default=None,
+        metadata=doc(
+            "HOST:PORT of the Logging API; default Google's (logging.googleapis.com:443)",
+            check_host_port,
+        ),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=doc("plaintext and no credentials, for a local emulator or test server"),
+    )
+    timeout_s: float = field(
+        default=10.0,
+        metadata=doc("seconds one WriteLogEntries request may take", check_positive),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AuditSettings:
     """Where the audit records go and what happens when they cannot be written."""
 
-    sink: Literal["stdout", "file"] = field(
-        default="stdout", metadata=doc("stdout (JSON lines) or file")
+    sink: Literal["stdout", "file", "cloud_logging"] = field(
+        default="stdout",
+        metadata=doc(
+            "stdout (JSON lines), file, or cloud_logging (LogEntries with an AuditLog "
+            "protoPayload, through Cloud Logging's API)"
+        ),
     )
     file: AuditFileSettings | None = field(
         default=None, metadata=doc("the file sink's settings (required with sink: file)")
+    )
+    cloud_logging: AuditCloudLoggingSettings = field(
+        default_factory=AuditCloudLoggingSettings,
+        metadata=doc("the cloud_logging sink's settings"),
     )
     on_failure: Literal["fail_closed", "fail_open_with_alarm"] = field(
         default="fail_closed",
@@ -137,7 +166,11 @@ class AuditSettings:
     )
     project: str = field(
         default="opsgate",
-        metadata=doc("project for logName when the resource name has none", check_not_empty),
+        metadata=doc(
+            "project for logName when the resource name has none (required with sink: "
+            "cloud_logging)",
+            check_not_empty,
+        ),
     )
 
 
@@ -264,6 +297,7 @@ def load_settings(
         data["listen"] = listen
     base = path.parent if path is not None else Path.cwd()
     settings: Settings = Binder(source, base).bind(Settings, data, "")
+    _check_audit_project(settings, data, source)
     if require_upstream and settings.upstream is None and settings.envoy is None:
         raise ConfigError(
             source,
@@ -280,6 +314,11 @@ def check_consistency(settings: Settings, source: str) -> None:
     _check_rate_limits(settings.rate_limits, source)
     if settings.audit.sink == "file" and settings.audit.file is None:
         raise ConfigError(source, "audit.file", "is required with audit.sink: file")
+    cloud_logging = settings.audit.cloud_logging
+    if cloud_logging.insecure and cloud_logging.endpoint is None:
+        raise ConfigError(
+            source, "audit.cloud_logging.insecure", "needs audit.cloud_logging.endpoint"
+        )
     _check_authentication(settings.authentication, source)
     tls = settings.upstream.tls if settings.upstream is not None else None
     if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
@@ -287,6 +326,22 @@ def check_consistency(settings: Settings, source: str) -> None:
     server_tls = settings.tls
     if server_tls is not None and server_tls.require_client_cert and not server_tls.client_ca_file:
         raise ConfigError(source, "tls.require_client_cert", "needs tls.client_ca_file")
+
+
+def _check_audit_project(settings: Settings, data: LineMap, source: str) -> None:
+    """Cloud Logging stores a record in its logName's project: the one its call names, or
+    audit.project, whose default ("opsgate") names no real project."""
+    audit = data.get("audit")
+    if settings.audit.sink == "cloud_logging" and not (
+        isinstance(audit, dict) and "project" in audit
+    ):
+        raise ConfigError(
+            source,
+            "audit.project",
+            "is required with audit.sink: cloud_logging (the project whose audit logs hold "
+            "the records of calls that name no project)",
+            data.line_of("audit"),
+        )
 
 
 def documented_keys() -> list[tuple[str, str, str]]:

@@ -29,6 +29,10 @@ def open_writer(settings: AuditSettings) -> AuditWriter:
         sink = RotatingFileSink(
             file.path, file.max_bytes, file.backups, file.fsync, file.fsync_interval_s
         )
+    elif settings.sink == "cloud_logging":
+        from gateway.audit.cloud_logging import open_cloud_logging_sink
+
+        sink = open_cloud_logging_sink(settings.cloud_logging)
     else:
         sink = StdoutSink()
     return AuditWriter(sink, on_failure=settings.on_failure, max_pending=settings.max_pending)
