@@ -12,8 +12,13 @@ from gateway.audit.recorder import AuditRecorder, open_writer
 from gateway.authn.certificates import CertificateIdentities
 from gateway.authn.factory import AuthnRuntime, build_authn
 from gateway.authorizer import Authorizer, PolicyHolder
+from gateway.call import Call
 from gateway.config import RateLimitSettings, Settings
-from gateway.observability.metrics import CallMetrics, PipelineCollector
+from gateway.observability.metrics import (
+    CallMetrics,
+    PipelineCollector,
+    register_runtime_collectors,
+)
 from gateway.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
@@ -44,6 +49,7 @@ class Pipeline:
     outcomes: OutcomeSink  # where the audit stage hands every outcome (trail, metrics, log)
     admit: Callable[[], bool]  # False while the audit trail cannot take records
     more_runners: list[Runner] = field(default_factory=list)
+    started: Callable[[Call], None] = lambda call: None  # counts each call in as it starts
 
     def in_flight(self) -> int:
         """Calls inside the chain right now (the outermost stage counts them)."""
@@ -54,7 +60,7 @@ class Pipeline:
         must hand each to `outcomes`, at once or later): for a door that learns a call's
         ending after the pipeline is done with it (Envoy's)."""
         checks = [stage for stage in self.runner.stages[1:] if isinstance(stage, CheckStage)]
-        runner = Runner(AuditStage(sink, self.admit), checks)
+        runner = Runner(AuditStage(sink, self.admit, self.started), checks)
         self.more_runners.append(runner)
         return runner
 
@@ -85,7 +91,9 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         policy_etag=lambda: policies.current.etag,
     )
     registry = CollectorRegistry()
-    sinks: list[OutcomeSink] = [recorder, CallMetrics(registry), AccessLogSink()]
+    register_runtime_collectors(registry)
+    metrics = CallMetrics(registry)
+    sinks: list[OutcomeSink] = [recorder, metrics, AccessLogSink()]
     authorizer = Authorizer(policies, authz.decision_cache_size, candidate)
     applies = is_operations_method
     stages: dict[str, CheckStage] = {
@@ -106,7 +114,9 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
     def admit() -> bool:
         return recorder.accepting
 
-    runner = Runner(AuditStage(outcomes, admit), [stages[name] for name in CHAIN_ORDER[1:]])
+    runner = Runner(
+        AuditStage(outcomes, admit, metrics.start), [stages[name] for name in CHAIN_ORDER[1:]]
+    )
     pipeline = Pipeline(
         runner,
         authn,
@@ -118,6 +128,7 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
         registry,
         outcomes,
         admit,
+        started=metrics.start,
     )
     registry.register(PipelineCollector(pipeline))
     return pipeline

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.errors import StatusCode
+from gateway.observability.grpc_metrics import GrpcServerMetrics
 from gateway.outcome import CallOutcome
 from gateway.routing import METHODS_BY_PATH
 
@@ -31,6 +42,8 @@ class CallMetrics:
 
     Like ESPv2's overhead/backend split: `opsgate_gateway_latency_seconds` is the time the
     gateway added, `opsgate_upstream_latency_seconds` the time spent waiting for the upstream.
+    The same outcomes feed the conventional grpc_server_* metrics (grpc_metrics.py); `start`
+    counts a call in as it enters the chain.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -55,6 +68,9 @@ class CallMetrics:
             registry=registry,
         )
 
+        self.grpc = GrpcServerMetrics(registry)
+        self.start = self.grpc.start  # the audit stage's hook, called with each call it starts
+
         # (method, code, decision) -> the label children it records into, bound on first use:
         # `.labels()` per call would re-validate and look up the labels every time. Bounded:
         # every path nobody serves is the one method UNKNOWN_METHOD.
@@ -70,8 +86,11 @@ class CallMetrics:
         key = (method, outcome.code, decision)
         children = self._children.get(key) or self._bind(key)
         children.calls.inc()
+        latency = outcome.latency_s
+        children.handled.inc()
+        children.handling.observe(latency)
         upstream = call.upstream_s
-        children.gateway_latency.observe(max(outcome.latency_s - (upstream or 0.0), 0.0))
+        children.gateway_latency.observe(max(latency - (upstream or 0.0), 0.0))
         if upstream is not None:
             children.upstream_latency.observe(upstream)
 
@@ -82,6 +101,7 @@ class CallMetrics:
             self.calls.labels(name, code.name, decision),
             self.gateway_latency.labels(name),
             self.upstream_latency.labels(name),
+            *self.grpc.bind(method, code),
         )
         return children
 
@@ -91,6 +111,8 @@ class _Children:
     calls: Counter
     gateway_latency: Histogram
     upstream_latency: Histogram
+    handled: Counter  # grpc_server_handled_total of this method and code
+    handling: Histogram  # grpc_server_handling_seconds of this method
 
 
 class Observed(Protocol):
@@ -174,3 +196,36 @@ class PipelineCollector(Collector):
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
+
+
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """What prometheus_client offers about the process (process_cpu_seconds_total,
+    process_resident_memory_bytes, process_open_fds, ...: Linux only), the interpreter
+    (python_info) and its collector (python_gc_*), and opsgate_build_info."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(BuildInfoCollector())
+
+
+class BuildInfoCollector(Collector):
+    """opsgate_build_info{version, python, grpcio} 1: which build answers, for dashboards."""
+
+    def __init__(self) -> None:
+        self._labels = {
+            "version": __version__,
+            "python": platform.python_version(),
+            "grpcio": _version_of("grpcio"),
+        }
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        yield InfoMetricFamily(
+            "opsgate_build", "The opsgate build serving, and its Python and grpcio.", self._labels
+        )
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -50,15 +50,22 @@ class AuditStage:
 
     name = "audit"
 
-    def __init__(self, sink: OutcomeSink, admit: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        sink: OutcomeSink,
+        admit: Callable[[], bool] = lambda: True,
+        started: Callable[[Call], None] = lambda call: None,
+    ) -> None:
         self._sink = sink
         self._admit = admit  # False while the audit trail cannot take records (fail_closed)
+        self._started = started  # told of every call as it starts (grpc_server_started_total)
         self.in_flight = 0  # read by the metrics endpoint
 
     async def run(
         self, call: Call, steps: tuple[Step, ...], handler: Callable[[Call], Awaitable[T]]
     ) -> T:
         """The checks' `steps` in order, then the door's `handler`, under this call's record."""
+        self._started(call)
         token = current_call.set(call)
         self.in_flight += 1
         code, message, detail, reason = StatusCode.OK, "", "", None
@@ -99,6 +106,7 @@ class AuditStage:
     def not_found(self, call: Call) -> MethodNotFound:
         """Record a call to a method nobody serves; the door answers with what this returns."""
         failure = MethodNotFound(UNIMPLEMENTED_MESSAGE)
+        self._started(call)
         latency = time.perf_counter() - call.started
         self._sink.record(CallOutcome(call, failure.code, failure.message, latency))
         return failure

@@ -309,6 +309,14 @@ def test_metrics_count_calls_behind_envoy_with_their_final_code(behind: EnvoySta
     get = "GetOperation"
     found_before = value("opsgate_calls_total", method=get, code="NOT_FOUND", decision="allow")
     reported_before = value("opsgate_envoy_endings_total", how="reported")
+    grpc_labels = {
+        "grpc_type": "unary",
+        "grpc_service": "google.longrunning.Operations",
+        "grpc_method": get,
+    }
+    handled_before = value("grpc_server_handled_total", **grpc_labels, grpc_code="NOT_FOUND")
+    started_before = value("grpc_server_started_total", **grpc_labels)
+    counted_before = value("grpc_server_handling_seconds_count", **grpc_labels)
     assert answer(behind, ALICE, "get", MISSING_PROD_OPERATION)[0] == NOT_FOUND
     behind.settled()
     assert value("opsgate_calls_total", method=get, code="NOT_FOUND", decision="allow") == (
@@ -316,6 +324,20 @@ def test_metrics_count_calls_behind_envoy_with_their_final_code(behind: EnvoySta
     )
     assert value("opsgate_envoy_endings_total", how="reported") == reported_before + 1
     assert value("opsgate_envoy_endings_waiting") == 0
+    # The gRPC server metrics count the call Envoy asked about, under its own method and with
+    # its final code; the Check RPCs that carried it are not counted as calls of their own.
+    assert value("grpc_server_handled_total", **grpc_labels, grpc_code="NOT_FOUND") == (
+        handled_before + 1
+    )
+    assert value("grpc_server_started_total", **grpc_labels) == started_before + 1
+    assert value("grpc_server_handling_seconds_count", **grpc_labels) == counted_before + 1
+    checked = {
+        sample.labels.get("grpc_service")
+        for family in registry.collect()
+        if family.name.startswith("grpc_server_")
+        for sample in family.samples
+    }
+    assert "envoy.service.auth.v3.Authorization" not in checked
 
 
 def test_rate_limits_refuse_behind_envoy_as_at_the_own_door(

@@ -74,3 +74,42 @@ def test_metrics_label_paths_nobody_serves_as_one_method() -> None:
         for sample in family.samples
     }
     assert series == {UNKNOWN_METHOD, "GetOperation"}
+
+
+GRPC_GET = {
+    "grpc_type": "unary",
+    "grpc_service": "google.longrunning.Operations",
+    "grpc_method": "GetOperation",
+}
+GRPC_UNKNOWN = {"grpc_type": "unknown", "grpc_service": "unknown", "grpc_method": "unknown"}
+
+
+def test_grpc_server_metrics_label_paths_nobody_serves_as_one_series() -> None:
+    registry = CollectorRegistry()
+    value = registry.get_sample_value
+    metrics = CallMetrics(registry)
+    for index in range(50):  # a caller inventing paths must not invent metric series
+        call = a_call(f"/evil.Service/Method{index}")
+        metrics.start(call)
+        metrics.record(CallOutcome(call, StatusCode.UNIMPLEMENTED, "", 0.001))
+    call = a_call(GET)
+    metrics.start(call)
+    assert value("grpc_server_started_total", GRPC_GET) == 1
+    assert value("grpc_server_handled_total", {**GRPC_GET, "grpc_code": "OK"}) is None
+    metrics.record(CallOutcome(call, StatusCode.OK, "", 0.2))
+    assert value("grpc_server_started_total", GRPC_UNKNOWN) == 50
+    assert value("grpc_server_handled_total", {**GRPC_UNKNOWN, "grpc_code": "UNIMPLEMENTED"}) == 50
+    assert value("grpc_server_handled_total", {**GRPC_GET, "grpc_code": "OK"}) == 1
+    assert value("grpc_server_handling_seconds_bucket", {**GRPC_GET, "le": "0.25"}) == 1
+    assert value("grpc_server_handling_seconds_bucket", {**GRPC_GET, "le": "0.1"}) == 0
+    assert value("grpc_server_msg_received_total", GRPC_GET) == 1
+    assert value("grpc_server_msg_sent_total", GRPC_GET) == 1
+    assert value("grpc_server_msg_received_total", GRPC_UNKNOWN) is None  # none was read
+    series = {
+        tuple(sorted(sample.labels.items()))
+        for family in registry.collect()
+        if family.name.startswith("grpc_server_")
+        for sample in family.samples
+        if "le" not in sample.labels and "grpc_code" not in sample.labels
+    }
+    assert series == {tuple(sorted(GRPC_UNKNOWN.items())), tuple(sorted(GRPC_GET.items()))}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +87,23 @@ def _expired() -> dict[str, int]:
 
 
 KEY = rsa_key(kid="k1")
-# (id, Google among the accepted, the token, Google's link expected, reason)
-CASES: list[tuple[str, bool, str | None, bool, str]] = [
-    ("corp-expired", True, KEY.sign(claims(CORP, AUD, **_expired())), False, "ACCESS_TOKEN_EXPIRED"),
-    ("corp-wrong-aud", True, KEY.sign(claims(CORP, "other")), False, "JWT_TOKEN_INVALID"),
-    ("corp-unverified-email", True, KEY.sign(claims(CORP, AUD, email_verified=False)), False, "JWT_TOKEN_INVALID"),
-    ("google-expired", True, KEY.sign(claims(GOOGLE, AUD, **_expired())), True, "ACCESS_TOKEN_EXPIRED"),
-    ("google-wrong-aud", True, KEY.sign(claims(GOOGLE, AUD + "x")), True, "JWT_TOKEN_INVALID"),
-    ("none-google-accepted", True, None, True, "CREDENTIALS_MISSING"),
-    ("none-corp-only", False, None, False, "CREDENTIALS_MISSING"),
-    ("not-a-jwt-google-accepted", True, "a.b.c", True, "JWT_TOKEN_INVALID"),
-    ("not-a-jwt-corp-only", False, "a.b.c", False, "JWT_TOKEN_INVALID"),
-    ("untrusted-issuer-corp-only", False, KEY.sign(claims(GOOGLE, AUD)), False, "JWT_TOKEN_INVALID"),
-    ("bad-characters-corp-only", False, "a b", False, "JWT_TOKEN_INVALID"),
-    ("opaque-nobody-checks-corp-only", False, "opaque", False, "ACCESS_TOKEN_TYPE_UNSUPPORTED"),
-    ("ya29-is-googles-even-unaccepted", False, "ya29.abc", True, "ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+# (id, Google among the accepted, the token, Google's link expected, reason). Tokens are signed
+# when the test runs, not when the module is collected: a suite runs longer than their ten
+# minutes of life.
+CASES: list[tuple[str, bool, Callable[[], str | None], bool, str]] = [
+    ("corp-expired", True, lambda: KEY.sign(claims(CORP, AUD, **_expired())), False, "ACCESS_TOKEN_EXPIRED"),
+    ("corp-wrong-aud", True, lambda: KEY.sign(claims(CORP, "other")), False, "JWT_TOKEN_INVALID"),
+    ("corp-unverified-email", True, lambda: KEY.sign(claims(CORP, AUD, email_verified=False)), False, "JWT_TOKEN_INVALID"),
+    ("google-expired", True, lambda: KEY.sign(claims(GOOGLE, AUD, **_expired())), True, "ACCESS_TOKEN_EXPIRED"),
+    ("google-wrong-aud", True, lambda: KEY.sign(claims(GOOGLE, AUD + "x")), True, "JWT_TOKEN_INVALID"),
+    ("none-google-accepted", True, lambda: None, True, "CREDENTIALS_MISSING"),
+    ("none-corp-only", False, lambda: None, False, "CREDENTIALS_MISSING"),
+    ("not-a-jwt-google-accepted", True, lambda: "a.b.c", True, "JWT_TOKEN_INVALID"),
+    ("not-a-jwt-corp-only", False, lambda: "a.b.c", False, "JWT_TOKEN_INVALID"),
+    ("untrusted-issuer-corp-only", False, lambda: KEY.sign(claims(GOOGLE, AUD)), False, "JWT_TOKEN_INVALID"),
+    ("bad-characters-corp-only", False, lambda: "a b", False, "JWT_TOKEN_INVALID"),
+    ("opaque-nobody-checks-corp-only", False, lambda: "opaque", False, "ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+    ("ya29-is-googles-even-unaccepted", False, lambda: "ya29.abc", True, "ACCESS_TOKEN_TYPE_UNSUPPORTED"),
 ]  # fmt: skip
 
 
@@ -108,9 +111,9 @@ CASES: list[tuple[str, bool, str | None, bool, str]] = [
     ("google", "token", "linked", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_googles_link_only_for_googles_credentials(
-    tmp_path: Path, google: bool, token: str | None, linked: bool, reason: str
+    tmp_path: Path, google: bool, token: Callable[[], str | None], linked: bool, reason: str
 ) -> None:
-    refusal = _refusal(_authenticator(tmp_path, KEY, google=google), token)
+    refusal = _refusal(_authenticator(tmp_path, KEY, google=google), token())
     assert refusal.reason == reason
     assert (HELP in refusal.message) is linked
     expected = {
