@@ -69,9 +69,10 @@ LAYERS: dict[str, int] = {
 }
 
 # The transports belong to the doors, and to the engines that speak them (the upstream channel and
-# forwarder; health, probe and metrics). Anywhere else, importing one is an upward import too.
+# forwarder; health, probe and metrics; the audit sink that writes to Cloud Logging over gRPC).
+# Anywhere else, importing one is an upward import too.
 TRANSPORTS = {"grpc", "grpc_health", "grpc_status", "aiohttp"}
-TRANSPORT_ENGINES = ("gateway.upstream", "gateway.observability")
+TRANSPORT_ENGINES = ("gateway.upstream", "gateway.observability", "gateway.audit.cloud_logging")
 
 # Upward imports that stand today, each to be removed; never to be added to.
 KNOWN_UPWARD: set[tuple[str, str]] = {
