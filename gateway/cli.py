@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,15 +107,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `opsgate ... | head -1`: the exit status a shell reports for a command SIGPIPE ended (128 + 13),
+# so `set -o pipefail` sees the cut as it does for any other command, and never as a verdict (1).
+CLOSED_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        try:
+            args = _parser().parse_args(argv)  # --help writes to stdout too
+            return _dispatch(args)
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit
     except (ConfigError, ListenError) as exc:
         print(f"opsgate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # some other pipe of ours broke: a failure, not a reader that had enough
+        # As the Python docs advise: stdout to /dev/null, so the interpreter's own flush at
+        # exit has nowhere to fail and prints no "Exception ignored" traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return CLOSED_PIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout is gone (a pipe or socket polls POLLERR or POLLHUP then)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # no stdout, or not a file (redirected)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

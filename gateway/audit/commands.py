@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -93,7 +92,7 @@ def _emit(records: Iterable[Mapping[str, Any]], fmt: str, out: TextIO) -> None:
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Both subcommands; 2 when a file cannot be read or a time is not one. A reader that
-    stops reading (`| head`) ends the command quietly, with 0."""
+    stops reading (`| head`) is left to the CLI's entry, which ends every command alike."""
     try:
         return _run(args, out)
     except (_UsageError, InputError) as exc:
@@ -101,8 +100,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 2
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
-            _quiet(out)
-            return 0
+            raise  # not a file's error: gateway.cli.main ends the command quietly (exit 141)
         # A file that went away or became unreadable while it was being read.
         name = f"{exc.filename}: " if exc.filename else ""
         print(f"opsgate: error: {name}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)
@@ -156,17 +154,3 @@ def _emit_follow(records: Iterator[Mapping[str, Any]], fmt: str, out: TextIO) ->
                 print(line, file=out, flush=True)
     except KeyboardInterrupt:
         return
-
-
-def _quiet(out: TextIO) -> None:
-    """The reader has gone: later writes, including the interpreter's last flush of stdout
-    at exit, go nowhere instead of failing with a second BrokenPipeError."""
-    try:
-        fileno = out.fileno()
-    except (OSError, ValueError):
-        return  # not a real file (a test's StringIO): nothing is flushed at exit
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fileno)
-    finally:
-        os.close(devnull)

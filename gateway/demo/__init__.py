@@ -34,10 +34,14 @@ async def run_demo(out: TextIO, *, envoy: bool = False) -> int:
         upstream.store.create(CANCEL_US, finish_after=3600)
         settings = load_settings(identity.write_config(upstream.address, envoy=envoy))
         gateway = await start_gateway(settings)
-        print(f"reference upstream on {upstream.address}; opsgate on {gateway.address}", file=out)
-        print(f"trusting issuer {DEMO_ISSUER}; policy: the example policy (policies/)", file=out)
-        print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
-        try:
+        try:  # from here on, whatever ends the demo (`opsgate demo | head -1`) stops the servers
+            print(
+                f"reference upstream on {upstream.address}; opsgate on {gateway.address}", file=out
+            )
+            print(
+                f"trusting issuer {DEMO_ISSUER}; policy: the example policy (policies/)", file=out
+            )
+            print(f"policy etag {gateway.pipeline.policies.current.etag}\n", file=out)
             with ExitStack() as running:
                 grpc_door, rest_door = gateway.address, gateway.rest.address if gateway.rest else ""
                 if envoy:

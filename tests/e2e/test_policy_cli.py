@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gateway.cli import CLOSED_PIPE
 from tests.support.cli import opsgate
+from tests.unit.audit.builders import denied, record
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "example.yaml"
@@ -120,3 +127,158 @@ def test_usage_errors_exit_2() -> None:
     )  # fmt: skip
     assert unrouted.returncode == 2
     assert "WaitOperation is not routed" in unrouted.stderr
+
+
+# -- every command ends quietly when its reader goes (`opsgate ... | head -1`) ----------------
+
+BIG_OP = "projects/p/locations/l/operations/o"
+PIPE_BYTES = 4096  # the smallest pipe Linux makes: anything written past it must wait for us
+
+
+@dataclass(frozen=True)
+class Cut:
+    first_line: str
+    code: int
+    err: str
+
+
+def cut_after_one_line(*args: str | Path, buffered: bool = True, before: bool = False) -> Cut:
+    """`opsgate ARGS | head -1`, made deterministic: a small pipe, one line read byte by byte
+    (nothing read ahead), then the read end closed while the command still has more to write.
+    With `before`, the read end is closed before the command writes anything at all."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *map(str, args)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    os.close(write_end)
+    first = b""
+    while not before and not first.endswith(b"\n"):
+        byte = os.read(read_end, 1)
+        if not byte:
+            break
+        first += byte
+    os.close(read_end)
+    _, err = process.communicate(timeout=60)
+    return Cut(first.decode().rstrip("\n"), process.returncode, err.decode())
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Inputs whose output is many times a pipe's capacity, so the cut always lands mid-write."""
+    where = tmp_path_factory.mktemp("big")
+    bindings = []
+    for i in range(300):
+        for role in ("roles/contactcenterinsights.viewer", "roles/storage.admin"):
+            bindings += [f"      - role: {role}", f"        members: [user:u{i}@x.example]"]
+    policy = where / "big.yaml"
+    policy.write_text("allow:\n  - resource: projects/p\n    bindings:\n" + "\n".join(bindings))
+    empty = where / "empty.yaml"
+    empty.write_text("allow: []\n")
+    cases = where / "big.cases.yaml"
+    cases.write_text(
+        "".join(
+            f"- {{principal: user:u{i}@x.example, method: GetOperation, resource: {BIG_OP},"
+            " expect: allow}\n"
+            for i in range(300)
+        )
+    )
+    audit = where / "audit.log"
+    with audit.open("w") as trail:
+        for i in range(300):
+            one = (
+                record(request_id=f"{i:032x}") if i % 2 else record(denied(request_id=f"{i:032x}"))
+            )
+            trail.write(json.dumps(one) + "\n")
+    return {"policy": policy, "empty": empty, "cases": cases, "audit": audit}
+
+
+EXPLAIN_BIG = ("--principal", "user:nobody@x.example", "--method", "GetOperation")
+# (id, arguments with {policy}, {empty}, {cases}, {audit} filled in, how the first line starts)
+CUT = [
+    ("policy-explain", ("policy", "explain", "--policy", "{policy}", *EXPLAIN_BIG,
+                        "--resource", BIG_OP), "NOT_GRANTED: user:nobody@x.example"),
+    ("policy-explain-json", ("policy", "explain", "--policy", "{policy}", *EXPLAIN_BIG,
+                             "--resource", BIG_OP, "--json"), "{"),
+    ("policy-check", ("policy", "check", "{policy}"), "{policy}:"),
+    ("policy-diff", ("policy", "diff", "{empty}", "{policy}"), ""),
+    ("policy-test", ("policy", "test", "{policy}", "--cases", "{cases}"), "PASS "),
+    ("audit-query", ("audit", "query", "{audit}"), "TIME "),
+    ("audit-query-json", ("audit", "query", "{audit}", "--format", "json"), "{"),
+    ("audit-tail", ("audit", "tail", "-n", "300", "{audit}"), "TIME "),
+    ("envoy-config", ("envoy-config", "--config", "deploy/envoy/opsgate.yaml",
+                      "--upstream", "127.0.0.1:50051"), "#"),
+]  # fmt: skip
+
+
+def fill(args: tuple[str, ...], big: dict[str, Path]) -> list[str]:
+    filled = []
+    for arg in args:
+        for name, path in big.items():
+            arg = arg.replace(f"{{{name}}}", str(path))
+        filled.append(arg)
+    return filled
+
+
+@pytest.mark.parametrize(("args", "starts"), [pytest.param(*c[1:], id=c[0]) for c in CUT])
+def test_a_reader_that_stops_after_one_line_ends_the_command_quietly(
+    big: dict[str, Path], args: tuple[str, ...], starts: str
+) -> None:
+    cut = cut_after_one_line(*fill(args, big))
+    assert cut.first_line.startswith(fill((starts,), big)[0]), cut
+    assert cut.err == ""  # no BrokenPipeError traceback, no "Exception ignored"
+    assert cut.code == CLOSED_PIPE
+
+
+# Unbuffered (PYTHONUNBUFFERED=1, python -u), a write the reader's going cuts short returns the
+# count it wrote, and Python drops the rest silently: only the next write fails. These commands
+# write a line at a time, so one always does.
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("policy", "check", "{policy}"), id="policy-check"),
+        pytest.param(("audit", "query", "{audit}"), id="audit-query"),
+    ],
+)
+def test_unbuffered_too(big: dict[str, Path], args: tuple[str, ...]) -> None:
+    cut = cut_after_one_line(*fill(args, big), buffered=False)
+    assert (cut.code, cut.err) == (CLOSED_PIPE, "")
+
+
+# Commands that print little: the reader is gone before their first write.
+GONE = [
+    ("envoy-compile-check", ("envoy-compile", "--config", "deploy/envoy-compiled/opsgate.yaml",
+                             "--check")),
+    ("policy-explain-granted", ("policy", "explain", "--policy", "policies/example.yaml",
+                                "--principal", "user:bob@acme.example", "--method",
+                                "GetOperation", "--resource", OPERATION)),
+    ("demo", ("demo",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [pytest.param(g[1], id=g[0]) for g in GONE])
+def test_a_reader_gone_before_the_first_write_ends_the_command_quietly(
+    args: tuple[str, ...],
+) -> None:
+    cut = cut_after_one_line(*args, before=True)
+    assert cut.err == "", cut.err
+    assert cut.code == CLOSED_PIPE
+
+
+def test_help_ends_quietly_too() -> None:
+    cut = cut_after_one_line("policy", "test", "--help", before=True)
+    assert cut.err == ""
+    assert cut.code == CLOSED_PIPE  # buffered: the failed write surfaces at the last flush
+
+
+def test_a_reader_that_reads_everything_sees_the_usual_exit_code(big: dict[str, Path]) -> None:
+    check = opsgate("policy", "check", big["policy"])
+    assert (check.returncode, check.stderr) == (0, "")
+    assert check.stdout.count(": warning: ") == 300
