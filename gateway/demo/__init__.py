@@ -8,6 +8,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,20 +17,25 @@ from google.longrunning import operations_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.audit.query import format_table, is_denial, read_records
+from gateway.audit.query import format_table, is_denial, read_records, rotation_set
 from gateway.config import Settings, load_settings
 from gateway.demo.identity import DEMO_ISSUER, DemoIdentity
+from gateway.demo.questions import DEMO_AUDIT_FILE, ask, shown
 from gateway.demo.rest import REST_STEPS, run_rest_steps
 from gateway.demo.steps import CANCEL_US, STEPS, Client, Step
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.server import Gateway, start_gateway
 
 
-async def run_demo(out: TextIO, *, envoy: bool = False) -> int:
+async def run_demo(out: TextIO, *, envoy: bool = False, audit_file: Path = DEMO_AUDIT_FILE) -> int:
     """Run every step through a real gateway (with `envoy`, through a real Envoy that asks the
-    gateway about each call); return 0 when each ended as expected."""
+    gateway about each call), leaving its audit trail in `audit_file` (the last run's replaced)
+    and asking it an auditor's questions; return 0 when each call ended as expected."""
+    for previous in rotation_set(audit_file):
+        previous.unlink()
+    started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="opsgate-demo-") as directory:
-        identity = DemoIdentity(Path(directory))
+        identity = DemoIdentity(Path(directory), audit_file)
         upstream = await start_reference_upstream("127.0.0.1:0", seed=True)
         upstream.store.create(CANCEL_US, finish_after=3600)
         settings = load_settings(identity.write_config(upstream.address, envoy=envoy))
@@ -63,7 +69,8 @@ async def run_demo(out: TextIO, *, envoy: bool = False) -> int:
         finally:
             await gateway.stop(0)  # writes every pending audit record
             await upstream.stop(0)
-        _print_trail(list(read_records([identity.audit_file])), out)
+        _print_trail(list(read_records([identity.audit_file])), audit_file, out)
+    ask(audit_file, started, datetime.now(UTC), out)
     total = len(STEPS) + len(REST_STEPS)
     failed = failures + rest_failures
     print(f"\n{total - failed} of {total} calls behaved as expected.", file=out)
@@ -131,11 +138,9 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-def _print_trail(records: list[dict[str, Any]], out: TextIO) -> None:
-    print(
-        f"\nThe audit trail: {len(records)} records (opsgate audit query FILE prints this):",
-        file=out,
-    )
+def _print_trail(records: list[dict[str, Any]], trail: Path, out: TextIO) -> None:
+    count, command = len(records), f"opsgate audit query {shown(trail)}"
+    print(f"\nThe audit trail: {count} records ({command} prints this):", file=out)
     for line in format_table(records):
         print(f"  {line}", file=out)
     denied = next(

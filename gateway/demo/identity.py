@@ -21,10 +21,12 @@ def example_policy_text() -> str:
 
 
 class DemoIdentity:
-    """Signs tokens for any email, and the bad credentials in BAD_CREDENTIALS."""
+    """Signs tokens for any email, and the bad credentials in BAD_CREDENTIALS; its gateway
+    writes the audit trail to `audit_file` (in `directory` unless given)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, audit_file: Path | None = None) -> None:
         self.directory = directory
+        self.audit_file = (audit_file or directory / "audit.log").absolute()
         self.key = rsa_key(kid="demo-key")
         self.jwks_file = directory / "jwks.json"
         self.jwks_file.write_text(json.dumps(jwks(self.key)))
@@ -51,13 +53,9 @@ class DemoIdentity:
             "audit:\n"
             "  sink: file\n"
             "  file:\n"
-            f"    path: {self.audit_file}\n"
+            f"    path: {json.dumps(str(self.audit_file))}\n"
         )
         return path
-
-    @property
-    def audit_file(self) -> Path:
-        return self.directory / "audit.log"
 
     def token(self, caller: str) -> str | None:
         """A token for `caller`: an email, or one of BAD_CREDENTIALS (None for 'no token')."""

@@ -145,11 +145,11 @@ def test_port_in_use_is_a_clear_error(loop: LoopThread, tmp_path: Path, identity
 
 
 @pytest.mark.parametrize("through", [(), ("--envoy",)], ids=["own-doors", "behind-envoy"])
-def test_demo_runs_and_exits_zero(through: tuple[str, ...]) -> None:
-    process = _opsgate("demo", *through)
+def test_demo_runs_and_exits_zero(through: tuple[str, ...], tmp_path: Path) -> None:
+    process = _opsgate("demo", *through, cwd=tmp_path)  # it leaves its audit trail there
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
-    assert "20 of 20 calls behaved as expected." in stdout
+    assert stdout.splitlines()[-1] == "20 of 20 calls behaved as expected."
     for shown in (
         "NOT_FOUND",
         "INVALID_ARGUMENT",
@@ -168,6 +168,27 @@ def test_demo_runs_and_exits_zero(through: tuple[str, ...]) -> None:
         assert shown in stdout
     assert ("Envoy in front" in stdout) == bool(through)
     assert "X-Request-Id: -" not in stdout  # every REST answer names its audit record
+    assert len((tmp_path / "opsgate-demo-audit.log").read_text().splitlines()) == 22
+    # The auditor's questions: each command, run again where the demo ran, prints what the
+    # demo showed under it.
+    asked = re.findall(r"^\$ opsgate (audit query .*)\n((?:  .*\n)+)", stdout, re.MULTILINE)
+    assert [command.split()[3:5] for command, _ in asked] == [
+        ["--method", "CancelOperation"],
+        ["--principal", "alice@acme.example"],
+        ["--denied"],
+    ]
+    assert "ci-deployer@acme-prod.iam.gserv…  CancelOperation  yes" in asked[0][1]
+    assert "denied by a deny rule on projects/acme-prod/locations/europe-west1" in asked[2][1]
+    for command, shown in asked:
+        again = subprocess.run(
+            [sys.executable, "-m", "gateway", *command.split()],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert again.stdout == shown.replace("\n  ", "\n")[2:], again.stderr
 
 
 def test_two_workers_share_the_port_and_drain(
