@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from google.rpc import code_pb2
 
+from gateway.errors import OpsgateError
 from gateway.policy.members import canonical_identity
 
 _DENIAL_CODES = frozenset({code_pb2.PERMISSION_DENIED, code_pb2.UNAUTHENTICATED})
@@ -87,8 +88,10 @@ def read_records(
                         yield record
 
 
-class InputError(ValueError):
+class InputError(OpsgateError, ValueError):
     """An argument names nothing readable; the message names the argument or the file."""
+
+    reason = "INPUT_INVALID"
 
 
 @dataclass(frozen=True, slots=True)
