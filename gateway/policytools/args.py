@@ -13,7 +13,8 @@ def add_policy_commands(commands: Any) -> None:
         "policy",
         help="check, explain, test and diff policy files (nothing is started)",
         description="Work on policy files before they go live. Exit status: 0 ok, "
-        "1 problems or mismatches (diff: differences), 2 usage or unreadable input.",
+        "1 problems or mismatches (diff: differences; explain: not granted), "
+        "2 usage or unreadable input.",
     )
     tools = policy.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
 
@@ -40,6 +41,11 @@ def add_policy_commands(commands: Any) -> None:
     explain.add_argument("--resource", required=True, help="the name the call carries")
     explain.add_argument("--time", metavar="RFC3339", help="when the call is made (default: now)")
     explain.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    explain.add_argument(
+        "--exit-zero",
+        action="store_true",
+        help="exit 0 whatever the verdict (default: 1 unless GRANTED; 2 stays for bad input)",
+    )
     _profile_options(explain)
 
     test = tools.add_parser("test", help="run a golden decision table against a policy file")

@@ -34,6 +34,9 @@ class Verdict(StrEnum):
     UNKNOWN_CONDITIONAL = "UNKNOWN_CONDITIONAL"
 
 
+EXIT_NOT_GRANTED = 1  # explain's exit status for any verdict but GRANTED (unless --exit-zero)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One binding or deny rule on the resource or an ancestor, and how it fared."""
@@ -295,8 +298,11 @@ def run(
     time: str | None,
     as_json: bool,
     out: TextIO,
+    exit_zero: bool = False,
 ) -> int:
-    """Answer one question; 0 whatever the verdict (raises InputError or PolicyError)."""
+    """Answer one question: 0 when GRANTED, 1 when not (NOT_GRANTED or UNKNOWN_CONDITIONAL: the
+    gateway denies both), so a script or CI step can gate on it; 0 whatever the verdict with
+    `exit_zero`. Unusable input raises InputError or PolicyError (exit 2)."""
     policy = read_policy(policy_path, profile)
     access, short = access_for(
         profile,
@@ -307,5 +313,6 @@ def run(
     )
     now = parse_time(time) if time else datetime.now(UTC).replace(microsecond=0)
     request = Request(caller_for(principal, groups, hosted_domain), access, short, now)
-    write(explain_request(policy, request, profile.name), as_json, out)
-    return 0
+    explanation = explain_request(policy, request, profile.name)
+    write(explanation, as_json, out)
+    return 0 if exit_zero or explanation.verdict is Verdict.GRANTED else EXIT_NOT_GRANTED

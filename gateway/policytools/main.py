@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 resource=args.resource,
                 time=args.time,
                 as_json=args.json,
+                exit_zero=args.exit_zero,
                 out=out,
             )
         if command == "test":

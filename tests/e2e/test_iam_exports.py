@@ -187,8 +187,11 @@ def explain(ask: Ask, policy: Path = POLICY) -> dict[str, Any]:
     args += ["--groups", ",".join(ask.groups)] if ask.groups else []
     args += ["--time", ask.time] if ask.time else []
     result = opsgate("policy", "explain", "--policy", policy, *args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    answer: dict[str, Any] = json.loads(result.stdout)
+    # The exit status follows the verdict: 0 only when granted (--exit-zero would make it 0).
+    assert result.returncode == (0 if answer["verdict"] == "GRANTED" else 1), result.stderr
+    assert result.stderr == ""
+    return answer
 
 
 @pytest.mark.parametrize("ask", ASKS, ids=[a.id for a in ASKS])

@@ -78,7 +78,7 @@ def test_explain() -> None:
         "policy", "explain", "--policy", EXAMPLE, "--principal", "user:mallory@contractor.example",
         "--method", "CancelOperation", "--resource", OPERATION, "--time", "2026-06-01T12:00:00Z",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # not granted: a script can gate on it
     lines = result.stdout.splitlines()
     assert lines[0].startswith("NOT_GRANTED: user:mallory@contractor.example  ")
     assert "  projects/acme-prod" in lines
@@ -92,10 +92,22 @@ def test_explain() -> None:
         "projects/acme-prod/locations/us-central1/authorizedViewSets/support/authorizedViews/"
         "tier2/operations/1", "--json",
     )  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
     answer = json.loads(as_json.stdout)
     assert answer["verdict"] == "GRANTED"
     [granting] = [e for e in answer["entries"] if e["decisive"]]
     assert granting["via_group"] == "group:tier2@acme.example"
+
+
+def test_explain_exit_zero_keeps_the_old_status() -> None:
+    mallory = (
+        "policy", "explain", "--policy", EXAMPLE, "--principal", "user:mallory@contractor.example",
+        "--method", "CancelOperation", "--resource", OPERATION, "--time", "2026-06-01T12:00:00Z",
+    )  # fmt: skip
+    gated, kept = opsgate(*mallory), opsgate(*mallory, "--exit-zero")
+    assert (gated.returncode, kept.returncode) == (1, 0)
+    assert kept.stdout == gated.stdout
+    assert kept.stdout.startswith("NOT_GRANTED: ")
 
 
 def test_diff(tmp_path: Path, broken: Path) -> None:

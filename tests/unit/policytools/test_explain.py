@@ -51,8 +51,13 @@ def explain(policy: Path, principal: str, *extra: str, method: str = "GetOperati
         "policy", "explain", "--policy", policy, "--principal", principal,
         "--method", method, "--resource", OP, "--time", WHEN, "--json", *extra,
     )  # fmt: skip
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    answer = json.loads(result.out)
+    assert result.code == EXIT_FOR[answer["verdict"]], result.err
+    return answer
+
+
+# The exit status of each verdict: only GRANTED is 0, as the gateway denies the rest.
+EXIT_FOR = {"GRANTED": 0, "NOT_GRANTED": 1, "UNKNOWN_CONDITIONAL": 1}
 
 
 def decisive(answer: dict) -> dict | None:
@@ -178,7 +183,7 @@ def test_text_output(policy: Path) -> None:
         "policy", "explain", "--policy", policy, "--principal", "user:night@x.example",
         "--method", "GetOperation", "--resource", OP, "--time", WHEN,
     )  # fmt: skip
-    assert result.code == 0
+    assert result.code == 1  # UNKNOWN_CONDITIONAL: not granted
     lines = result.out.splitlines()
     assert lines[0] == f"UNKNOWN_CONDITIONAL: user:night@x.example  {GET} (GetOperation)"
     assert lines[1] == f"  on {OP}"
@@ -197,6 +202,47 @@ def test_text_output(policy: Path) -> None:
     entries = [line for line in body if line.startswith("    ")]
     starts = {line.index(line.split()[1]) for line in entries if not line.startswith("    (")}
     assert len(starts) == 1
+
+
+# (id, principal, verdict, exit status without and with --exit-zero)
+EXIT_CODES = [
+    ("granted", "user:direct@x.example", "GRANTED", 0, 0),
+    ("not-granted", "user:nobody@x.example", "NOT_GRANTED", 1, 0),
+    ("denied-by-a-deny-rule", "user:denied@x.example", "NOT_GRANTED", 1, 0),
+    ("unknown-conditional", "user:broken@x.example", "UNKNOWN_CONDITIONAL", 1, 0),
+]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize(
+    ("principal", "verdict", "code", "exit_zero_code"),
+    [pytest.param(*case[1:], id=case[0]) for case in EXIT_CODES],
+)
+def test_exit_status_follows_the_verdict_unless_exit_zero(
+    policy: Path, principal: str, verdict: str, code: int, exit_zero_code: int, as_json: bool
+) -> None:
+    args = ["policy", "explain", "--policy", policy, "--principal", principal,
+            "--method", "GetOperation", "--resource", OP, "--time", WHEN]  # fmt: skip
+    args += ["--json"] if as_json else []
+    plain = opsgate(*args)
+    assert (plain.code, plain.err) == (code, "")
+    said = json.loads(plain.out)["verdict"] if as_json else plain.out.split(":", 1)[0]
+    assert said == verdict
+    exit_zero = opsgate(*args, "--exit-zero")
+    assert (exit_zero.code, exit_zero.err) == (exit_zero_code, "")
+    assert exit_zero.out == plain.out  # the same explanation: only the status differs
+
+
+def test_unusable_input_is_2_with_or_without_exit_zero(policy: Path, tmp_path: Path) -> None:
+    unrouted = ["--principal", "user:a@x.example", "--method", "WaitOperation", "--resource", OP]
+    assert opsgate("policy", "explain", "--policy", policy, *unrouted).code == 2
+    assert opsgate("policy", "explain", "--policy", policy, *unrouted, "--exit-zero").code == 2
+    missing = ["--principal", "user:a@x.example", "--method", "GetOperation", "--resource", OP]
+    absent = tmp_path / "absent.yaml"
+    for extra in ((), ("--exit-zero",)):
+        result = opsgate("policy", "explain", "--policy", absent, *missing, *extra)
+        assert (result.code, result.out) == (2, "")
+        assert str(absent) in result.err
 
 
 # (id, args after --policy FILE, message on stderr)
