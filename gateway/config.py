@@ -202,6 +202,21 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """A plaintext port serving only grpc.health.v1.Health, for Kubernetes' gRPC probes."""
+
+    listen: str = field(
+        default="0.0.0.0:8086",
+        metadata=doc(
+            "HOST:PORT serving grpc.health.v1.Health only, in plaintext even when `tls` is set "
+            "(any other call is UNIMPLEMENTED); for Kubernetes' gRPC probes, which cannot "
+            "speak TLS",
+            check_host_port,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `opsgate serve` needs; built once, never mutated."""
 
@@ -247,6 +262,12 @@ class Settings:
     )
     metrics: MetricsSettings | None = field(
         default=None, metadata=doc("serve Prometheus metrics; omit to turn the endpoint off")
+    )
+    health: HealthSettings | None = field(
+        default=None,
+        metadata=doc(
+            "a health port of its own (the health service also answers on `listen`); omit: off"
+        ),
     )
     rest: RestSettings | None = field(
         default=None,

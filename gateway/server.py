@@ -18,7 +18,13 @@ from gateway.envoy.http_check import HttpCheckServer, start_http_check
 from gateway.envoy.settings import EnvoySettings
 from gateway.errors import ConfigError
 from gateway.interceptors.chain import ChainInterceptor
-from gateway.observability.health import add_health_service, start_not_ready, track_readiness
+from gateway.observability.health import (
+    HealthListener,
+    add_health_service,
+    start_health_listener,
+    start_not_ready,
+    track_readiness,
+)
 from gateway.observability.metrics_server import MetricsServer
 from gateway.outcome import OutcomeSink
 from gateway.pipeline import Pipeline, build_pipeline
@@ -47,6 +53,7 @@ class Gateway:
     rest: RestDoor | None = None
     envoy: EnvoyDoor | None = None
     envoy_http: HttpCheckServer | None = None  # Envoy's HTTP check, if configured
+    health_port: HealthListener | None = None  # `health.listen`, if configured
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     @property
@@ -82,6 +89,8 @@ class Gateway:
         if self.envoy is not None:
             await self.envoy.stop()
         await self.metrics.stop()
+        if self.health_port is not None:
+            await self.health_port.stop()  # probes were told NOT_SERVING through the drain
         for task in self.background:
             task.cancel()
         if self.channel is not None:
@@ -150,11 +159,17 @@ async def start_gateway(
     await start_not_ready(servicer)
     await server.start()
     envoy_http = rest = None
+    health_port: HealthListener | None = None
     try:
         rest = await _start_rest(settings, pipeline, forwarder)
         if envoy is not None and settings.envoy is not None and settings.envoy.http_listen:
             envoy_http = await _start_http_check(envoy, settings.envoy, share_port)
+        if settings.health is not None:
+            await start_not_ready(servicer)  # its first answer is "not ready", as on `listen`
+            health_port = await start_health_listener(settings.health.listen, servicer, share_port)
     except BaseException:
+        if health_port is not None:
+            await health_port.stop()
         if rest is not None:
             await rest.stop(0)
         await server.stop(None)
@@ -193,9 +208,17 @@ async def start_gateway(
         rest,
         envoy,
         envoy_http,
+        health_port,
     )
     if gateway.envoy_http_address is not None:
         log.info("Envoy's HTTP check on %s", gateway.envoy_http_address)
+    if health_port is not None and settings.health is not None:
+        health_host = settings.health.listen.rpartition(":")[0]
+        log.info(
+            "health port %s:%d: grpc.health.v1.Health only, plaintext",
+            health_host,
+            health_port.port,
+        )
     return gateway
 
 

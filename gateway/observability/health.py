@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
+from gateway.errors import ConfigError
 from gateway.routing import SERVICE
 
 # Readiness answers for "" and the Operations service: SERVING only when every issuer's keys
@@ -24,6 +26,8 @@ POLICY_ETAG_KEY = "x-opsgate-policy-etag"
 
 
 _HEALTH_SERVICE = "grpc.health.v1.Health"
+# A HealthCheckRequest is a service name: the health port reads nothing bigger.
+HEALTH_MAX_MESSAGE_BYTES = 4096
 _REQUEST = health_pb2.HealthCheckRequest
 _MALFORMED = _REQUEST()  # a distinct object standing for a body that is not a request
 _MALFORMED_MESSAGE = f"Invalid request: the body is not a valid {_REQUEST.DESCRIPTOR.full_name}."
@@ -67,6 +71,11 @@ def add_health_service(
     server: grpc.aio.Server, policy_etag: Callable[[], str]
 ) -> health.aio.HealthServicer:
     servicer = DetailedHealthServicer(policy_etag)
+    server.add_generic_rpc_handlers((_health_handler(servicer),))
+    return servicer
+
+
+def _health_handler(servicer: health.aio.HealthServicer) -> grpc.GenericRpcHandler:
     serialize = health_pb2.HealthCheckResponse.SerializeToString
     handlers = {
         "Check": grpc.unary_unary_rpc_method_handler(
@@ -76,10 +85,47 @@ def add_health_service(
             servicer.Watch, request_deserializer=_read_request, response_serializer=serialize
         ),
     }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_HEALTH_SERVICE, handlers),)
-    )
-    return servicer
+    return grpc.method_handlers_generic_handler(_HEALTH_SERVICE, handlers)
+
+
+@dataclass(slots=True)
+class HealthListener:
+    """The health port (`health.listen`): plaintext, grpc.health.v1.Health and nothing else."""
+
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+async def start_health_listener(
+    listen: str, servicer: health.aio.HealthServicer, share_port: bool = False
+) -> HealthListener:
+    """Serve `servicer` (the same answers as on `listen`) on a plaintext port of its own, for
+    Kubernetes' gRPC probes, which cannot speak TLS: the probe costs the pod no process.
+
+    A server without interceptors, forwarder or any other service: every other method is
+    UNIMPLEMENTED, so no call can reach the upstream or skip TLS through this port. Under
+    `serve --workers N` every worker binds it with SO_REUSEPORT (`share_port`), as `listen`:
+    a probe is answered by one of them, as a call to `listen` would be.
+    """
+    options = [
+        ("grpc.so_reuseport", 1 if share_port else 0),
+        ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((_health_handler(servicer),))
+    try:
+        port: int = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        port, reason = 0, str(exc)
+    else:
+        reason = "the address is in use or not available"
+    if port == 0:
+        raise ConfigError("<listen>", "health.listen", f"cannot listen on {listen}: {reason}")
+    await server.start()
+    return HealthListener(server, port)
 
 
 async def start_not_ready(servicer: health.aio.HealthServicer) -> None:

@@ -1,9 +1,11 @@
 """Renders our kustomizations in Python: the small subset of kustomize that deploy/ uses.
 
-kustomize itself is not a Python package, and CI runs offline, so the tests build the base and the
-overlays with this. It implements only what deploy/kubernetes uses, and refuses anything else
-(an unknown kustomization key, a patch directive, a hashed ConfigMap), so a manifest can never
-silently rely on a feature rendered differently here than by `kubectl kustomize`:
+The offline fallback: the deploy tests render with the real `kubectl kustomize` whenever kubectl
+is on PATH (renders.py), and with this only where it is not. test_renderers.py renders every
+kustomization both ways and requires the same objects wherever kubectl exists. It implements
+only what deploy/kubernetes uses, and refuses anything else (an unknown kustomization key, a
+patch directive, a hashed ConfigMap), so a manifest can never silently rely on a feature
+rendered differently here than by `kubectl kustomize`:
 
 - `resources`: YAML files (several documents each) and directories holding a kustomization
 - `namespace`: set on every namespaced object
@@ -12,8 +14,10 @@ silently rely on a feature rendered differently here than by `kubectl kustomize`
 - `images`: `newName`, `newTag`, `digest` for containers whose image name matches
 - `configMapGenerator` with `files` (`key=path` or `path`) and `literals`, `behavior`
   create/replace/merge, `options.disableNameSuffixHash: true` (required: see base/kustomization)
-- `patches`: strategic merge (a mapping; merge keys for the lists our patches touch, `null`
-  deletes) and JSON 6902 (a list of add/remove/replace/test operations), with optional `target`
+- `patches`: strategic merge (a mapping; merge keys for the lists our patches touch, in
+  kustomize's order: the patch's items first, then the original's others; `null` deletes, and
+  so does `$patch: delete` in an item of such a list, the only directive implemented) and
+  JSON 6902 (a list of add/remove/replace/test operations), with optional `target`
 
 The order follows kustomize: resources, generators, patches, then namespace, labels and images.
 """
@@ -239,18 +243,29 @@ def strategic_merge(original: Any, patch: Any, field: str = "") -> Any:
                 result[key] = copy.deepcopy(value)
         return result
     if isinstance(patch, list) and isinstance(original, list) and field in MERGE_KEYS:
+        # kustomize (kyaml) lists the patch's items first, in the patch's order (each merged
+        # into the original item of the same key, if any), then the original's other items.
         merge_key = MERGE_KEYS[field]
-        result = copy.deepcopy(original)
-        for item in patch:
-            index = next(
-                (i for i, old in enumerate(result) if old.get(merge_key) == item[merge_key]), None
-            )
-            if index is None:
-                result.append(copy.deepcopy(item))
-            else:
-                result[index] = strategic_merge(result[index], item, "")
-        return result
+        by_key = {old.get(merge_key): old for old in original}
+        patched = [
+            strategic_merge(by_key[item[merge_key]], item, "")
+            if item[merge_key] in by_key
+            else copy.deepcopy(item)
+            for item in patch
+            if not _deletes(item, merge_key)
+        ]
+        keys = {item[merge_key] for item in patch}
+        return patched + [copy.deepcopy(old) for old in original if old.get(merge_key) not in keys]
     return copy.deepcopy(patch)
+
+
+def _deletes(item: Obj, merge_key: str) -> bool:
+    """Whether a merge-keyed list's patch item is `{$patch: delete, KEY: VALUE}`."""
+    if "$patch" not in item:
+        return False
+    if item["$patch"] != "delete" or set(item) != {"$patch", merge_key}:
+        raise KustomizeError(f"patch directive {item} is not implemented")
+    return True
 
 
 def _json_patch(obj: Obj, operation: Obj) -> None:

@@ -57,6 +57,7 @@ def test_the_shipped_config_and_policy_load_like_opsgate_serve_loads_them(
     assert settings.upstream is not None
     assert settings.authorization.policy_file == tmp_path / "etc" / "opsgate" / "policy.yaml"
     assert settings.metrics is not None
+    assert settings.health is not None  # the probes' port (test_manifests checks where)
     profile = load_profile(settings.authorization.profile, settings.authorization.profile_file)
     policy = load_policy(settings.authorization.policy_file, known_permissions=profile.permissions)
     assert policy.etag

@@ -1,7 +1,7 @@
 """deploy/envoy and the Istio and Envoy Gateway overlays: opsgate as Envoy's authorizer.
 
-The overlays are rendered by the real `kubectl kustomize` (they use `$patch: delete`, which
-kustomize_lite refuses), Kubernetes' own kinds are validated strictly against the 1.30 schemas,
+The overlays are rendered by the real `kubectl kustomize` (renders.py; they use `$patch: delete`,
+which kustomize_lite refuses, so they are skipped on a machine without kubectl), Kubernetes' own kinds are validated strictly against the 1.30 schemas,
 Istio's and Envoy Gateway's kinds against crd_schemas.py (the fields we use, from their API
 sources), and every value that must agree with opsgate's config or another object does.
 The standalone example's envoy.yaml must be exactly what `opsgate envoy-config` writes today,
@@ -10,10 +10,7 @@ and the real Envoy must accept it.
 
 from __future__ import annotations
 
-import functools
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from gateway.profile import load_profile
 from gateway.testing.envoy import envoy_available, validate
 from tests.deploy import crd_schemas
 from tests.deploy.kustomize_lite import find
-from tests.deploy.renders import CONFIG_MAP, DEPLOY
+from tests.deploy.renders import CONFIG_MAP, DEPLOY, render
 
 KUBERNETES_VERSION = "1.30"
 OVERLAYS = DEPLOY / "kubernetes" / "overlays"
@@ -46,25 +43,6 @@ UPSTREAM_LABELS = {"app.kubernetes.io/name": "insights-operations"}
 NAMESPACE = "contact-center"
 
 Obj = dict[str, Any]
-
-needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl")
-
-
-@functools.cache
-def _render(name: str) -> tuple[Obj, ...]:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(OVERLAYS / name)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
-
-
-def render(name: str) -> list[Obj]:
-    return yaml.safe_load(yaml.safe_dump(list(_render(name))))
 
 
 def _is_core(obj: Obj) -> bool:
@@ -108,7 +86,6 @@ def _ingress_peers(policy: Obj, port: int | str) -> list[Obj]:
 overlays = pytest.mark.parametrize("name", ["istio", "envoy-gateway"])
 
 
-@needs_kubectl
 @overlays
 def test_kubernetes_kinds_validate_and_the_others_match_the_fields_we_use(name: str) -> None:
     for obj in render(name):
@@ -124,7 +101,6 @@ def test_kubernetes_kinds_validate_and_the_others_match_the_fields_we_use(name: 
         assert obj["kind"] != "Secret", where
 
 
-@needs_kubectl
 @overlays
 def test_opsgate_is_the_authorizer_only_and_mounts_no_secret_it_does_not_need(
     name: str, tmp_path: Path
@@ -140,7 +116,6 @@ def test_opsgate_is_the_authorizer_only_and_mounts_no_secret_it_does_not_need(
     assert mounted == {v["name"] for v in pod["volumes"]}
 
 
-@needs_kubectl
 @overlays
 def test_only_the_proxy_in_front_reaches_the_upstream_and_opsgate(name: str) -> None:
     objects = render(name)
@@ -178,7 +153,6 @@ def _providers() -> dict[str, Obj]:
     return {p["name"]: p for p in operator["spec"]["meshConfig"]["extensionProviders"]}
 
 
-@needs_kubectl
 def test_istio_asks_opsgate_about_every_call_and_fails_closed(tmp_path: Path) -> None:
     objects = render("istio")
     settings = _loaded(objects, tmp_path)
@@ -199,7 +173,6 @@ def test_istio_asks_opsgate_about_every_call_and_fails_closed(tmp_path: Path) ->
     }
 
 
-@needs_kubectl
 def test_istio_reports_every_ending_to_opsgate_and_admits_only_mesh_traffic(
     tmp_path: Path,
 ) -> None:
@@ -228,7 +201,6 @@ def test_istio_reports_every_ending_to_opsgate_and_admits_only_mesh_traffic(
 # --- Envoy Gateway ------------------------------------------------------------------------------
 
 
-@needs_kubectl
 def test_envoy_gateway_checks_the_route_with_opsgate_and_logs_to_it(tmp_path: Path) -> None:
     objects = render("envoy-gateway")
     settings = _loaded(objects, tmp_path)

@@ -1,4 +1,7 @@
-"""The test renderer behaves like kustomize for the features deploy/ uses, and refuses the rest."""
+"""The test renderer behaves like kustomize for the features deploy/ uses, and refuses the rest.
+
+Where kubectl is on PATH, each render here is also compared with `kubectl kustomize`'s.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from textwrap import dedent
 
 import pytest
 
-from tests.deploy.kustomize_lite import KustomizeError, build, find, strategic_merge
+from tests.deploy import kustomize_lite
+from tests.deploy.kustomize_lite import KustomizeError, find, strategic_merge
+from tests.deploy.renders import KUBECTL, Obj, assert_same_objects, kubectl_kustomize
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -25,6 +30,14 @@ spec:
           volumeMounts: [{name: config, mountPath: /etc/app}]
       volumes: [{name: config, configMap: {name: app-config}}]
 """
+
+
+def build(directory: Path) -> list[Obj]:
+    """kustomize_lite's render, the same as `kubectl kustomize`'s wherever kubectl exists."""
+    objects = kustomize_lite.build(directory)
+    if KUBECTL is not None:
+        assert_same_objects(kubectl_kustomize(directory), tuple(objects))
+    return objects
 
 
 def _write(directory: Path, files: dict[str, str]) -> Path:
@@ -111,7 +124,8 @@ def test_an_overlay_sets_namespace_image_config_and_patches(base: Path, tmp_path
     assert {o["metadata"]["namespace"] for o in objects} == {"team"}
     container = find(objects, "Deployment", "app")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "mirror.local/app:2.0"
-    assert [m["name"] for m in container["volumeMounts"]] == ["config", "tls"]
+    # As kustomize orders a merged list: the patch's items first, then the original's others.
+    assert [m["name"] for m in container["volumeMounts"]] == ["tls", "config"]
     assert container["readinessProbe"] == {"exec": {"command": ["app", "health"]}}
     assert find(objects, "ConfigMap", "app-config")["data"] == {
         "app.yaml": "listen: 0.0.0.0:9443\n"

@@ -1,6 +1,7 @@
 """deploy/: the Kubernetes manifests are valid, and agree with the image, the CLI and the config.
 
-Every kustomization (the base and each overlay) is rendered with tests/deploy/kustomize_lite.py,
+Every kustomization (the base and each overlay) is rendered by `kubectl kustomize` (by
+tests/deploy/kustomize_lite.py, the offline fallback, on a machine without kubectl: renders.py),
 validated against the Kubernetes 1.30 OpenAPI schemas bundled in `kubernetes-validate` (strict:
 unknown fields are errors; no network), and cross-checked: ports, probes, mounts, grace periods,
 users and selectors must match what the gateway's config and CLI actually do.
@@ -20,7 +21,15 @@ from gateway.cli import _parser
 from gateway.config import Settings
 from tests.deploy import dockerfile
 from tests.deploy.kustomize_lite import find
-from tests.deploy.renders import CONFIG_MAP, DEPLOY, KUSTOMIZATIONS, ROOT, gateway_config, render
+from tests.deploy.renders import (
+    ALL_KUSTOMIZATIONS,
+    CONFIG_MAP,
+    DEPLOY,
+    KUSTOMIZATIONS,
+    ROOT,
+    gateway_config,
+    render,
+)
 
 KUBERNETES_VERSION = "1.30"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -28,7 +37,10 @@ ALL_INTERFACES = {"0.0.0.0", "[::]", "::"}
 
 Obj = dict[str, Any]
 
+# The gateway in front of an upstream (base, example-upstream): their schemas, objects and
+# NetworkPolicies. Every kustomization (Envoy's and Istio's authorizer overlays too): the pod.
 renders = pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+every_render = pytest.mark.parametrize("name", sorted(ALL_KUSTOMIZATIONS))
 
 
 def _deployment(objects: list[Obj]) -> Obj:
@@ -232,7 +244,7 @@ def test_the_build_context_holds_what_the_builder_copies() -> None:
 # --- the pod ------------------------------------------------------------------------------------
 
 
-@renders
+@every_render
 def test_the_config_listens_where_the_pod_and_probes_connect(name: str) -> None:
     """listen/metrics.listen use all interfaces and the container's named ports; probes agree."""
     objects = render(name)
@@ -248,41 +260,58 @@ def test_the_config_listens_where_the_pod_and_probes_connect(name: str) -> None:
     assert annotations["prometheus.io/scrape"] == "true"
 
 
-@renders
-def test_probes_ask_readiness_and_liveness_in_a_way_the_listener_understands(name: str) -> None:
-    """Native gRPC probes on a plaintext listener; `opsgate health --ca-file` on a TLS one.
-
-    Kubernetes' gRPC probes connect without TLS, so a listener with `tls:` needs exec probes.
+@every_render
+def test_probes_are_kubernetes_grpc_probes_on_the_health_port(name: str) -> None:
+    """Kubernetes' own gRPC probes (no process started in the pod per probe), on the port of
+    `health.listen`, which is plaintext whether or not `listen` has TLS; no exec probe at all.
     """
     # The health service names come from the gateway (gateway/observability/health.py).
     from gateway.observability.health import LIVENESS_SERVICE, READINESS_SERVICES
 
     objects = render(name)
     config, container = gateway_config(objects), _container(objects)
-    listen_port = _port(config["listen"])
+    health_host, _, health_port = config["health"]["listen"].rpartition(":")
+    assert health_host in ALL_INTERFACES, "the kubelet's probes connect to the pod IP"
+    assert int(health_port) == _container_port(container, "health")
+    assert int(health_port) not in {_port(config["listen"]), _port(config["metrics"]["listen"])}
     expected = {"readinessProbe": READINESS_SERVICES[0], "livenessProbe": LIVENESS_SERVICE}
     for probe_name, service in expected.items():
         probe = container[probe_name]
         handlers = {"grpc", "exec", "httpGet", "tcpSocket"} & set(probe)
-        assert len(handlers) == 1, f"{probe_name} needs exactly one handler, has {handlers}"
-        if "tls" in config:
-            assert "exec" in probe, f"{probe_name}: kubelet gRPC probes cannot speak TLS"
-            args = _cli(probe["exec"]["command"])
-            assert args.command == "health"
-            assert _port(args.address) == listen_port
-            assert args.service == service
-            assert args.ca_file is not None
-            _mount_for(objects, str(args.ca_file))
-            assert probe["timeoutSeconds"] > args.timeout
-        else:
-            assert "grpc" in probe, f"{probe_name}: use the native gRPC probe"
-            assert probe["grpc"]["port"] == listen_port
-            assert probe["grpc"].get("service", "") == service
+        assert handlers == {"grpc"}, f"{probe_name}: the native gRPC probe, not {handlers}"
+        # A gRPC probe takes a port number only (no named port), so it must equal the config's.
+        assert probe["grpc"]["port"] == int(health_port)
+        assert probe["grpc"].get("service", "") == service
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
     assert liveness["periodSeconds"] > readiness["periodSeconds"]
+    for pod_container in _pod(objects)["spec"].get("containers", []):
+        for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = pod_container.get(probe_name, {})
+            assert "exec" not in probe, f"{pod_container['name']}.{probe_name} starts a process"
 
 
-@renders
+@every_render
+def test_the_health_port_is_for_the_kubelet_only(name: str) -> None:
+    """No Service exposes the health port and no NetworkPolicy opens it to any pod: the probes
+    come from the node (which NetworkPolicy does not filter); callers use the gRPC port."""
+    objects = render(name)
+    health = {"health", _port(gateway_config(objects)["health"]["listen"])}
+    labels = _pod(objects)["metadata"]["labels"]
+    for service in (o for o in objects if o["kind"] == "Service"):
+        assert not {p.get("targetPort", p["port"]) for p in service["spec"]["ports"]} & health
+    policies = [
+        o["spec"]
+        for o in objects
+        if o["kind"] == "NetworkPolicy" and _matches(o["spec"]["podSelector"], labels)
+    ]
+    assert policies, "the gateway's pods are isolated by a NetworkPolicy"
+    for policy in policies:
+        for rule in policy.get("ingress", []):
+            assert rule.get("ports"), "a rule without ports opens every port, the health port too"
+            assert not {p["port"] for p in rule["ports"]} & health
+
+
+@every_render
 def test_the_termination_grace_covers_prestop_and_the_drain(name: str) -> None:
     """terminationGracePeriodSeconds > preStop sleep + shutdown_grace_s, or calls are cut."""
     objects = render(name)
@@ -299,7 +328,7 @@ def test_the_termination_grace_covers_prestop_and_the_drain(name: str) -> None:
     assert _pod(objects)["spec"]["terminationGracePeriodSeconds"] > sleep_s + grace_s
 
 
-@renders
+@every_render
 def test_the_config_map_is_a_directory_mount_so_policy_changes_arrive(name: str) -> None:
     """No subPath (its files never update) and no hash suffix (which would restart every pod)."""
     objects = render(name)
@@ -317,7 +346,7 @@ def test_the_config_map_is_a_directory_mount_so_policy_changes_arrive(name: str)
     assert config["authorization"].get("reload_interval_s", 2.0) > 0, "hot reload is on"
 
 
-@renders
+@every_render
 def test_every_file_the_config_names_is_mounted(name: str) -> None:
     """Policy, certificates, CA bundles and secrets: each path is a key of a mounted volume."""
     objects = render(name)
@@ -342,7 +371,7 @@ def test_every_file_the_config_names_is_mounted(name: str) -> None:
             pytest.fail(f"{key}: {path} is on volume {volume['name']}, not a ConfigMap or Secret")
 
 
-@renders
+@every_render
 def test_the_pod_is_locked_down(name: str) -> None:
     """Non-root, read-only root, no privilege escalation, no capabilities, seccomp, no API token."""
     objects = render(name)
@@ -361,7 +390,7 @@ def test_the_pod_is_locked_down(name: str) -> None:
     assert {"cpu", "memory"} <= set(resources["requests"]) & set(resources["limits"])
 
 
-@renders
+@every_render
 def test_pods_spread_over_nodes_and_scale_without_losing_capacity(name: str) -> None:
     """Spread by node; HPA owns replicas (min 3); the PDB lets drains proceed one pod at a time."""
     objects = render(name)
@@ -391,7 +420,7 @@ def test_pods_spread_over_nodes_and_scale_without_losing_capacity(name: str) -> 
         assert pdb["minAvailable"] < hpa["spec"]["minReplicas"], "a drain must be able to proceed"
 
 
-@renders
+@every_render
 def test_the_services_target_the_named_container_ports(name: str) -> None:
     """Selectors match the pods, targetPorts are the container's port names, gRPC is declared."""
     objects = render(name)
