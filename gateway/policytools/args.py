@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ def add_policy_commands(commands: Any) -> None:
         help="check, explain, test and diff policy files (nothing is started)",
         description="Work on policy files before they go live. Exit status: 0 ok, "
         "1 problems or mismatches (diff: differences; explain: not granted), "
-        "2 usage or unreadable input.",
+        "2 usage or unreadable input, 3 (test) every case passed but coverage is below "
+        "--min-coverage.",
     )
     tools = policy.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
 
@@ -48,10 +50,31 @@ def add_policy_commands(commands: Any) -> None:
     )
     _profile_options(explain)
 
-    test = tools.add_parser("test", help="run a golden decision table against a policy file")
+    test = tools.add_parser("test", help="run golden decision tables against a policy file")
     test.add_argument("file", type=Path, metavar="FILE")
-    test.add_argument("--cases", type=Path, required=True, metavar="CASES.yaml")
+    test.add_argument(
+        "--cases",
+        type=Path,
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="CASES.yaml",
+        help="one or more cases files (repeatable); coverage counts them together",
+    )
     test.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    test.add_argument(
+        "--junit-xml",
+        type=Path,
+        metavar="PATH",
+        help="also write a JUnit XML report (one testsuite per cases file) for CI",
+    )
+    test.add_argument(
+        "--min-coverage",
+        type=_percent,
+        metavar="PERCENT",
+        help="exit 3 when every case passes but fewer than PERCENT of the bindings and deny "
+        "rules decided a case",
+    )
     _profile_options(test)
 
     diff = tools.add_parser("diff", help="the access a policy change grants, revokes or denies")
@@ -64,6 +87,17 @@ def add_policy_commands(commands: Any) -> None:
     )
     diff.add_argument("--json", action="store_true", help="one JSON object instead of text")
     _profile_options(diff)
+
+
+def _percent(text: str) -> Fraction:
+    """0 to 100, exactly as written (a Fraction: 66.7 stays 667/10), with or without '%'."""
+    try:
+        value = Fraction(text.strip().removesuffix("%"))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100")
+    return value
 
 
 def _profile_options(parser: argparse.ArgumentParser) -> None:

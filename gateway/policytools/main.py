@@ -39,7 +39,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 out=out,
             )
         if command == "test":
-            return cases.run(args.file, args.cases, profile, args.json, out, err)
+            return cases.run(
+                args.file,
+                args.cases,
+                profile,
+                args.json,
+                out,
+                err,
+                junit_xml=args.junit_xml,
+                min_coverage=args.min_coverage,
+            )
         if command == "diff":
             return diff.run(args.old, args.new, profile, args.all_permissions, args.json, out, err)
     except InputError as exc:

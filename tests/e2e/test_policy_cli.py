@@ -15,6 +15,7 @@ import pytest
 from gateway.cli import CLOSED_PIPE
 from tests.support.cli import opsgate
 from tests.unit.audit.builders import denied, record
+from tests.unit.policytools.support import junit_report
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "example.yaml"
@@ -71,6 +72,63 @@ def test_the_example_cases_fail_against_a_changed_policy(tmp_path: Path) -> None
     result = opsgate("policy", "test", changed, "--cases", CASES)
     assert result.returncode == 1
     assert "FAIL alice cancels a production operation: expected allow, got deny (" in result.stdout
+
+
+def test_the_example_cases_as_junit_xml(tmp_path: Path) -> None:
+    report = tmp_path / "report.xml"
+    result = opsgate("policy", "test", "policies/example.yaml", "--cases",
+                     "policies/example.cases.yaml", "--junit-xml", report)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = junit_report(report)
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "policies/example.cases.yaml"
+    names = [case.get("name") for case in suite.findall("testcase")]
+    passed = [line.removeprefix("PASS ") for line in result.stdout.splitlines()
+              if line.startswith("PASS ")]  # fmt: skip
+    assert names == passed and len(names) == int(suite.get("tests", ""))
+    assert {c.get("classname") for c in suite.findall("testcase")} == {"policies.example.cases"}
+    assert suite.get("failures") == suite.get("errors") == "0"
+
+
+def test_a_changed_policy_fails_its_cases_in_the_junit_report(tmp_path: Path) -> None:
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(EXAMPLE.read_text().replace("- user:alice@acme.example\n", "", 1))
+    report = tmp_path / "report.xml"
+    result = opsgate("policy", "test", changed, "--cases", CASES, "--junit-xml", report)
+    assert result.returncode == 1
+    root = junit_report(report)
+    assert root.get("failures") == "1"
+    (failed,) = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert failed.get("name") == "alice cancels a production operation"
+    failure = failed.find("failure")
+    assert failure is not None
+    assert failure.get("message") == "expected allow, got deny: no binding grants it (default deny)"
+    assert f"to see why: opsgate policy explain --policy {changed} " in (failure.text or "")
+
+
+def test_min_coverage_of_the_example(tmp_path: Path) -> None:
+    full = opsgate("policy", "test", EXAMPLE, "--cases", CASES, "--min-coverage", "100")
+    assert full.returncode == 0, full.stdout
+    assert "coverage 100% meets --min-coverage 100%" in full.stdout.splitlines()
+    # A binding no case exercises: every case still passes, the coverage gate fails.
+    grown = tmp_path / "grown.yaml"
+    text = EXAMPLE.read_text()
+    assert text.count("\nallow:\n") == 1
+    grown.write_text(
+        text.replace(
+            "\nallow:\n",
+            "\nallow:\n  - resource: projects/acme-new\n    bindings:\n"
+            "      - role: roles/contactcenterinsights.viewer\n"
+            "        members: [user:newcomer@acme.example]\n",
+        )
+    )
+    below = opsgate("policy", "test", grown, "--cases", CASES, "--min-coverage", "100")
+    assert below.returncode == 3, below.stdout + below.stderr
+    assert "coverage: 11/12 bindings, 2/2 deny rules (92.8%)" in below.stdout.splitlines()
+    assert "coverage 92.8% is below --min-coverage 100%" in below.stdout.splitlines()
+    assert (
+        opsgate("policy", "test", grown, "--cases", CASES, "--min-coverage", "92.8").returncode == 0
+    )
 
 
 def test_explain() -> None:

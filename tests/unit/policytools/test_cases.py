@@ -81,7 +81,7 @@ def test_all_pass_with_coverage(tmp_path: Path, policy: Path) -> None:
         "PASS mallory is denied",
     ]
     assert "5 passed, 0 failed" in lines
-    assert "coverage: 2/3 bindings, 1/1 deny rules" in lines
+    assert "coverage: 2/3 bindings, 1/1 deny rules (75%)" in lines
     line = line_of(policy, "members: [user:q@x.example]") - 1
     assert lines[-1] == (
         f"  {policy}:{line}  roles/contactcenterinsights.viewer on projects/q to user:q@x.example"
@@ -112,7 +112,7 @@ def test_a_failing_case(tmp_path: Path, policy: Path) -> None:
     assert "--method CancelOperation" in lines[1]
     assert "--time 2031-06-01T00:00:00Z" in lines[1]
     assert "0 passed, 1 failed" in lines
-    assert "coverage: 0/3 bindings, 0/1 deny rules" in lines
+    assert "coverage: 0/3 bindings, 0/1 deny rules (0%)" in lines
 
 
 def test_json(tmp_path: Path, policy: Path) -> None:
@@ -155,7 +155,7 @@ def test_shadowed_bindings_are_marked_in_the_coverage(tmp_path: Path) -> None:
     )
     result = opsgate("policy", "test", policy, "--cases", cases)
     assert result.code == 0
-    assert "coverage: 1/2 bindings, 0/0 deny rules" in result.out
+    assert "coverage: 1/2 bindings, 0/0 deny rules (50%)" in result.out
     assert "(shadowed: other grants already cover it; see policy check)" in result.out
 
 
