@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.authn.authenticator import Authenticator, OpaqueIssuer, VerifiedToken
+from gateway.authn.backoff import Backoff
 from gateway.authn.claims import PrincipalRules, TimeRules
 from gateway.authn.introspection import IntrospectionSettings, Introspector
 from gateway.authn.jwt_verifier import JwtRules, JwtVerifier
@@ -58,16 +59,18 @@ class AuthnRuntime:
         return all(source.ready for source in self.key_sources)
 
     async def keep_trying(self, interval_s: float = 2.0) -> None:
-        """Until cancelled: refetch the keys of every issuer that has none usable.
+        """Until cancelled: refetch the keys of every issuer that has none usable, each when
+        its backoff says (looking every `interval_s` for sources that lose their keys).
 
         An unready replica gets no traffic, so no call would ever ask for its keys again;
         this is what brings it back once the key endpoint is.
         """
         while True:
-            await asyncio.sleep(interval_s)
-            missing = [source.prefetch() for source in self.key_sources if not source.ready]
-            if missing:
-                await asyncio.gather(*missing)
+            waits = [source.retry_in() for source in self.key_sources if not source.ready]
+            await asyncio.sleep(min([interval_s, *waits]))
+            due = [source.retry_if_due() for source in self.key_sources if not source.ready]
+            if due:
+                await asyncio.gather(*due)
 
 
 def default_subject_prefix(issuer: str) -> str:
@@ -89,6 +92,7 @@ def _key_source(config: IssuerConfig) -> JwksKeySource | None:
         ttl_s=config.jwks_ttl_s,
         min_refresh_interval_s=config.jwks_min_refresh_interval_s,
         stale_grace_s=config.jwks_stale_grace_s,
+        backoff=Backoff(config.jwks_retry_initial_s, config.jwks_retry_max_s),
     )
 
 

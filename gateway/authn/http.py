@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 from gateway.errors import OpsgateError
@@ -20,16 +24,25 @@ class FetchError(OpsgateError):
     """An endpoint could not be reached or did not answer with usable JSON.
 
     For an HTTP error answer, `status` is its code and `body` its JSON (None if it had none):
-    some endpoints (Google's tokeninfo) say "bad token" with a 400 and a JSON reason.
+    some endpoints (Google's tokeninfo) say "bad token" with a 400 and a JSON reason;
+    `retry_after` is the seconds its Retry-After header asked us to wait, if it sent one.
     """
 
     # Not KEY_FETCH_FAILED: the same client reads token endpoints (introspection, tokeninfo).
     reason = "FETCH_FAILED"
 
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after = retry_after
 
 
 def _fetch_sync(
@@ -50,8 +63,12 @@ def _fetch_sync(
     except urllib.error.HTTPError as exc:
         with exc:
             body = _json_or_none(exc.read(MAX_RESPONSE_BYTES))
+            retry_after = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
         raise FetchError(
-            f"{_where(url)} answered HTTP {exc.code}", status=exc.code, body=body
+            f"{_where(url)} answered HTTP {exc.code}",
+            status=exc.code,
+            body=body,
+            retry_after=retry_after,
         ) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -62,6 +79,24 @@ def _fetch_sync(
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FetchError(f"{_where(url)} did not answer with JSON") from exc
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header (RFC 9110 10.2.3: seconds, or an HTTP date) asks to wait;
+    None for no header or one that is neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000", RFC 5322's "no zone information": HTTP dates are UTC
+        when = when.replace(tzinfo=UTC)
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -1,4 +1,5 @@
-"""One issuer's signature keys: fetched, cached, refetched at most so often, shared by all calls."""
+"""One issuer's signature keys: fetched, cached, refetched at most so often, shared by all calls;
+a failing key endpoint is retried with backoff and logged once when it fails and once when back."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.authn.backoff import Backoff
 from gateway.authn.http import FetchError, fetch_json
 from gateway.authn.keys import JwksError, VerificationKey, parse_jwks
 from gateway.errors import token_invalid, verification_unavailable
@@ -36,6 +38,13 @@ class JwksKeySource:
     keep working until `ttl_s + stale_grace_s` after they were fetched. An unknown kid refetches
     at most once per `min_refresh_interval_s`, so random kids cannot hammer the key endpoint.
     Concurrent callers that need a fetch share one.
+
+    While fetches fail, the next attempt waits for `backoff` (exponential, full jitter, at least
+    the endpoint's Retry-After) as well: calls never refetch sooner than that, and
+    `retry_if_due` (the retry loop of a source without usable keys) refetches exactly then.
+    The log gets one warning when fetching starts to fail (and one if the keys then run out),
+    one line when it works again; each failed attempt is counted (fetch_failures), logged at
+    debug level only.
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class JwksKeySource:
         ttl_s: float = 300.0,
         min_refresh_interval_s: float = 30.0,
         stale_grace_s: float = 3600.0,
+        backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -55,10 +65,17 @@ class JwksKeySource:
         self._ttl_s = ttl_s
         self._min_refresh_interval_s = min_refresh_interval_s
         self._stale_grace_s = stale_grace_s
+        self._backoff = backoff or Backoff()
         self._clock = clock
         self._set: _KeySet | None = None
         self._last_attempt: float | None = None
         self._inflight: asyncio.Task[None] | None = None
+        # The outage in progress: failed attempts in a row, since when, when to try next, and
+        # whether its loss of every usable key has been logged.
+        self._failures = 0
+        self._failing_since = 0.0
+        self._next_attempt = 0.0
+        self._told_keys_gone = False
 
     @property
     def ready(self) -> bool:
@@ -104,10 +121,29 @@ class JwksKeySource:
             )
         return keyset.keys
 
+    def retry_in(self) -> float:
+        """Seconds until `retry_if_due` would fetch (0: now)."""
+        if self._inflight is not None or self._last_attempt is None:
+            return 0.0
+        now = self._clock()
+        if self._failures:
+            return max(self._next_attempt - now, 0.0)
+        return max(self._last_attempt + self._min_refresh_interval_s - now, 0.0)
+
+    async def retry_if_due(self) -> None:
+        """Fetch if the backoff (or, after a success, the refresh interval) says it is time."""
+        if self.retry_in() <= 0:
+            await self._refresh()
+
     async def _refresh_if_allowed(self) -> None:
-        """Join the fetch in flight, or start one if the last attempt is long enough ago."""
+        """Join the fetch in flight, or start one if the last attempt is long enough ago (and,
+        while the endpoint fails, its backoff is over)."""
         last = self._last_attempt
-        allowed = last is None or self._clock() - last >= self._min_refresh_interval_s
+        now = self._clock()
+        allowed = last is None or (
+            now - last >= self._min_refresh_interval_s
+            and (not self._failures or now >= self._next_attempt)
+        )
         if self._inflight is not None or allowed:
             await self._refresh()
 
@@ -123,30 +159,71 @@ class JwksKeySource:
         try:
             keys = parse_jwks(await self._fetch(), self.name)
         except EXPECTED_FAILURES as exc:
-            self._failed(str(exc))
+            self._failed(str(exc), getattr(exc, "retry_after", None))
         except Exception:
             # A bug, not an outage: keep serving what we have, but show the traceback.
             log.exception("issuer %s: fetching keys failed unexpectedly", self.name)
-            self._failed("unexpected error")
+            self._failed("unexpected error", None)
         else:
             self._store(keys)
         finally:
             self._inflight = None
 
-    def _failed(self, reason: str) -> None:
-        # Logged here, once per failed attempt, not by every call that then uses old keys.
+    def _failed(self, reason: str, retry_after: float | None) -> None:
+        # Logged once when the outage starts (and once if it then costs the last usable keys),
+        # not per attempt: a retry every few seconds would bury everything else in the log.
         self.fetch_failures += 1
-        keyset = self._set
+        self._failures += 1
         now = self._clock()
-        if keyset is None:
-            consequence = "no keys yet: its tokens get UNAVAILABLE"
-        elif self._expired(keyset, now):
-            consequence = "old keys are past their stale grace: its tokens get UNAVAILABLE"
-        else:
-            consequence = f"still using keys fetched {now - keyset.fetched_at:.0f}s ago"
-        log.warning("issuer %s: fetching keys failed: %s; %s", self.name, reason, consequence)
+        delay = self._backoff.delay(self._failures, retry_after)
+        self._next_attempt = now + delay
+        keyset = self._set
+        keys_gone = keyset is None or self._expired(keyset, now)
+        if self._failures == 1:
+            self._failing_since = now
+            self._told_keys_gone = keys_gone
+            if keyset is None:
+                consequence = "no keys yet: its tokens get UNAVAILABLE"
+            elif keys_gone:
+                consequence = "old keys are past their stale grace: its tokens get UNAVAILABLE"
+            else:
+                left = keyset.fetched_at + self._ttl_s + self._stale_grace_s - now
+                consequence = (
+                    f"still using keys fetched {now - keyset.fetched_at:.0f}s ago "
+                    f"(for {left:.0f}s more)"
+                )
+            log.warning(
+                "keys for %s unavailable: %s; %s; retrying with backoff",
+                self.name,
+                reason,
+                consequence,
+            )
+        elif keys_gone and not self._told_keys_gone:
+            self._told_keys_gone = True
+            log.warning(
+                "keys for %s still unavailable after %d failures: %s; old keys are past their "
+                "stale grace: its tokens get UNAVAILABLE",
+                self.name,
+                self._failures,
+                reason,
+            )
+        log.debug(
+            "keys for %s: attempt %d failed: %s; next in %.1fs",
+            self.name,
+            self._failures,
+            reason,
+            delay,
+        )
 
     def _store(self, keys: Mapping[str | None, VerificationKey]) -> None:
+        if self._failures:
+            log.info(
+                "keys for %s fetched again after %d failures / %.0f s",
+                self.name,
+                self._failures,
+                self._clock() - self._failing_since,
+            )
+            self._failures = 0
         old = self._set
         if old is None:
             log.info("issuer %s: loaded keys %s", self.name, _kids(keys))

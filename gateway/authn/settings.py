@@ -185,6 +185,18 @@ class IssuerConfig:
         default=3600.0,
         metadata=doc("how long known keys keep working while the key endpoint is down"),
     )
+    jwks_retry_initial_s: float = field(
+        default=1.0,
+        metadata=doc(
+            "longest wait before the first retry of a failing key (or discovery) endpoint; "
+            "doubled per failure in a row, with full jitter",
+            check_positive,
+        ),
+    )
+    jwks_retry_max_s: float = field(
+        default=60.0,
+        metadata=doc("longest wait between retries of a failing key endpoint", check_positive),
+    )
     introspection: IntrospectionConfig | None = field(
         default=None, metadata=doc("verify this issuer's opaque tokens by RFC 7662")
     )
