@@ -260,6 +260,14 @@ class Settings:
     log_format: Literal["json", "text"] = field(
         default="json", metadata=doc("operational logs on stderr as JSON lines, or as text")
     )
+    log_refusal_summary_interval_s: float = field(
+        default=60.0,
+        metadata=doc(
+            "seconds between the log's lines saying how many calls were refused and why "
+            "(the first at once); 0: none",
+            check_not_negative,
+        ),
+    )
     metrics: MetricsSettings | None = field(
         default=None, metadata=doc("serve Prometheus metrics; omit to turn the endpoint off")
     )

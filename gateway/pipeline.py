@@ -19,6 +19,7 @@ from gateway.observability.metrics import (
     PipelineCollector,
     register_runtime_collectors,
 )
+from gateway.observability.refusals import RefusalSummary
 from gateway.outcome import AccessLogSink, FanOutSink, OutcomeSink
 from gateway.policy.loader import load_policy
 from gateway.policy_reload import PolicyReloader
@@ -94,6 +95,9 @@ def build_pipeline(settings: Settings, sink: OutcomeSink | None = None) -> Pipel
     register_runtime_collectors(registry)
     metrics = CallMetrics(registry)
     sinks: list[OutcomeSink] = [recorder, metrics, AccessLogSink()]
+    if settings.log_refusal_summary_interval_s > 0:
+        # Every door's outcomes come through here: each door's refusals are summed up.
+        sinks.append(RefusalSummary(settings.log_refusal_summary_interval_s))
     authorizer = Authorizer(policies, authz.decision_cache_size, candidate)
     applies = is_operations_method
     stages: dict[str, CheckStage] = {
