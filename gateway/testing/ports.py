@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 HOST = "127.0.0.1"
 
@@ -39,6 +40,16 @@ def free_port_run(count: int, attempts: int = 50) -> int:
                 continue
             return first
     raise OSError(f"no {count} consecutive free ports found in {attempts} attempts")
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A free port, held bound and listening (without SO_REUSEPORT) while the block runs: for
+    tests of what a server does when the port it is given is in use."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
 
 
 def accepts(address: str, timeout: float = 0.5) -> bool:

@@ -8,7 +8,6 @@ and nothing else: Operations calls there are UNIMPLEMENTED and never reach the u
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.observability.health import LIVENESS_SERVICE, READINESS_SERVICES
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.testing.loop import LoopThread
-from gateway.testing.ports import free_ports
+from gateway.testing.ports import free_ports, taken_port
 from gateway.testing.processes import ServerProcess, child_env, gateway_argv
 from tests.support.certs import Pki, make_pki
 from tests.support.stack import Identity, make_identity, quiet_audit_yaml
@@ -253,10 +252,8 @@ def test_a_health_port_in_use_stops_start_up_naming_the_key(
     tmp_path: Path, upstream: ReferenceUpstream
 ) -> None:
     """Exit 2 and `health.listen` named, as for `listen`: never a pod whose probes ask nobody."""
-    grpc_port, health_port = free_ports(2)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", health_port))
-        taken.listen()
+    (grpc_port,) = free_ports(1)
+    with taken_port() as health_port:
         config = _config(
             tmp_path, upstream, make_pki(tmp_path), make_identity(tmp_path), grpc_port, health_port
         )
