@@ -134,3 +134,30 @@ def _counts_add_up(element: ET.Element, cases: list[ET.Element]) -> None:
     assert int(element.get("errors", "")) == having("error")
     if "skipped" in element.attrib:
         assert int(element.get("skipped", "")) == having("skipped")
+
+
+# A small policy for the `policy test` tests: two viewer bindings, a conditional admin
+# binding, a deny rule and a static group (4 bindings and deny rules to cover).
+CASES_POLICY = """\
+allow:
+  - resource: projects/p
+    bindings:
+      - role: roles/contactcenterinsights.viewer
+        members: [user:a@x.example, group:team@x.example]
+      - role: roles/contactcenterinsights.admin
+        members: [user:boss@x.example]
+        condition:
+          title: until 2030
+          expression: request.time < timestamp("2030-01-01T00:00:00Z")
+  - resource: projects/q
+    bindings:
+      - role: roles/contactcenterinsights.viewer
+        members: [user:q@x.example]
+deny:
+  - resource: projects/p
+    rules:
+      - deniedPrincipals: [user:mallory@x.example]
+        deniedPermissions: [contactcenterinsights.operations.cancel]
+groups:
+  team@x.example: [user:b@x.example]
+"""

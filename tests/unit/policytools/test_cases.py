@@ -7,31 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.policytools.support import GET, OP, line_of, opsgate, write
+from tests.unit.policytools.support import CASES_POLICY, GET, OP, line_of, opsgate, write
 
-POLICY = """\
-allow:
-  - resource: projects/p
-    bindings:
-      - role: roles/contactcenterinsights.viewer
-        members: [user:a@x.example, group:team@x.example]
-      - role: roles/contactcenterinsights.admin
-        members: [user:boss@x.example]
-        condition:
-          title: until 2030
-          expression: request.time < timestamp("2030-01-01T00:00:00Z")
-  - resource: projects/q
-    bindings:
-      - role: roles/contactcenterinsights.viewer
-        members: [user:q@x.example]
-deny:
-  - resource: projects/p
-    rules:
-      - deniedPrincipals: [user:mallory@x.example]
-        deniedPermissions: [contactcenterinsights.operations.cancel]
-groups:
-  team@x.example: [user:b@x.example]
-"""
+POLICY = CASES_POLICY
 
 CASES = """\
 - name: a reads

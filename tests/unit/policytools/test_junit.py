@@ -11,31 +11,9 @@ import pytest
 
 from gateway.policytools.cases import BELOW_MINIMUM, percent
 from gateway.policytools.junit import classname
-from tests.unit.policytools.support import OP, junit_report, line_of, opsgate, write
+from tests.unit.policytools.support import CASES_POLICY, OP, junit_report, line_of, opsgate, write
 
-POLICY = """\
-allow:
-  - resource: projects/p
-    bindings:
-      - role: roles/contactcenterinsights.viewer
-        members: [user:a@x.example, group:team@x.example]
-      - role: roles/contactcenterinsights.admin
-        members: [user:boss@x.example]
-        condition:
-          title: until 2030
-          expression: request.time < timestamp("2030-01-01T00:00:00Z")
-  - resource: projects/q
-    bindings:
-      - role: roles/contactcenterinsights.viewer
-        members: [user:q@x.example]
-deny:
-  - resource: projects/p
-    rules:
-      - deniedPrincipals: [user:mallory@x.example]
-        deniedPermissions: [contactcenterinsights.operations.cancel]
-groups:
-  team@x.example: [user:b@x.example]
-"""
+POLICY = CASES_POLICY
 
 # Exercises the viewer binding on projects/p and the deny rule: 2 of the policy's 4 entries.
 READS = f"""\
