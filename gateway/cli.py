@@ -154,19 +154,17 @@ def _stdout_closed() -> bool:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from gateway.server import serve_until_signalled
-        from gateway.workers import check_workers, supervise, worker_settings
+        from gateway.workers import check_workers, run_worker, supervise
 
         settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
         check_workers(settings, args.workers)
         configure_logging(settings.log_level, settings.log_format)
         if args.worker_index is not None:
-            worker = worker_settings(settings, args.worker_index)
-            return runtime.run(
-                serve_until_signalled(worker, share_port=True, workers_dir=args.workers_dir)
-            )
+            return run_worker(settings, args.worker_index, args.workers, args.workers_dir)
         if args.workers > 1:
-            return supervise(sys.argv[1:], args.workers)
+            return supervise(sys.argv[1:], args.workers, settings)
+        from gateway.server import serve_until_signalled
+
         return runtime.run(serve_until_signalled(settings))
     if args.command == "upstream":
         from gateway.reference_upstream import run_reference_upstream

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health
@@ -21,11 +23,13 @@ from gateway.interceptors.chain import ChainInterceptor
 from gateway.observability.health import (
     HealthListener,
     add_health_service,
+    ready_with_workers,
     start_health_listener,
     start_not_ready,
     track_readiness,
 )
 from gateway.observability.metrics_server import MetricsServer
+from gateway.observability.workers import WorkerCounts, WorkersCollector
 from gateway.outcome import OutcomeSink
 from gateway.pipeline import Pipeline, build_pipeline
 from gateway.rest.server import RestDoor, start_rest_door
@@ -33,6 +37,9 @@ from gateway.rest.tls import server_ssl_context
 from gateway.sourcefile import read_bytes
 from gateway.upstream.channel import open_channel
 from gateway.upstream.forwarder import UpstreamForwarder, UpstreamHeaders
+
+if TYPE_CHECKING:
+    from gateway.workers import SupervisorLink
 
 log = logging.getLogger("opsgate.server")
 AUDIT_FLUSH_TIMEOUT_S = 30.0
@@ -126,14 +133,19 @@ async def start_gateway(
     sink: OutcomeSink | None = None,
     share_port: bool = False,
     workers_dir: Path | None = None,
+    workers: WorkerCounts | None = None,
 ) -> Gateway:
-    """Bind the listener and start serving.
+    """Bind the listeners and start serving.
 
     Neither the upstream nor the key endpoints are waited for: the upstream is connected to
     lazily and keys are fetched in the background, so the gateway starts while either is
-    down (calls get UNAVAILABLE until they are back).
+    down (calls get UNAVAILABLE until they are back). With `share_port` (a worker of
+    `serve --workers N`) every shared port is bound with SO_REUSEPORT; `workers` are the
+    supervisor's counts, for health and metrics.
     """
     pipeline = build_pipeline(settings, sink)
+    if workers is not None:
+        pipeline.registry.register(WorkersCollector(workers))
     channel = forwarder = None
     if settings.upstream is not None:
         channel = open_channel(settings.upstream, settings.max_message_bytes)
@@ -151,38 +163,53 @@ async def start_gateway(
         envoy = EnvoyDoor.build(settings.envoy, settings.authentication, pipeline, workers_dir)
         server.add_generic_rpc_handlers(envoy.handlers())
         await envoy.start()
-    servicer = add_health_service(server, lambda: pipeline.policies.current.etag)
-    port = _bind(server, settings)
+    servicer = add_health_service(server, lambda: pipeline.policies.current.etag, workers)
     metrics = MetricsServer(pipeline.registry)
-    if settings.metrics is not None:
-        await metrics.start(settings.metrics.listen)
-    await start_not_ready(servicer)
-    await server.start()
     envoy_http = rest = None
     health_port: HealthListener | None = None
+    grpc_bound = False
     try:
-        rest = await _start_rest(settings, pipeline, forwarder)
+        # This process's own port first, the shared ones after, the gRPC listener last: a
+        # worker that cannot have its own port (metrics.listen + K) fails before it has taken
+        # any connection on a port its siblings share, and none is cut when it exits.
+        if settings.metrics is not None:
+            await _start_metrics(metrics, settings.metrics.listen)
+        rest = await _start_rest(settings, pipeline, forwarder, share_port)
         if envoy is not None and settings.envoy is not None and settings.envoy.http_listen:
             envoy_http = await _start_http_check(envoy, settings.envoy, share_port)
         if settings.health is not None:
             await start_not_ready(servicer)  # its first answer is "not ready", as on `listen`
             health_port = await start_health_listener(settings.health.listen, servicer, share_port)
+        port = _bind(server, settings)
+        grpc_bound = True
+        await start_not_ready(servicer)
+        await server.start()
     except BaseException:
         if health_port is not None:
             await health_port.stop()
+        if envoy_http is not None:
+            envoy_http.close()
         if rest is not None:
             await rest.stop(0)
-        await server.stop(None)
+        if grpc_bound:
+            await server.stop(None)
         await metrics.stop()
+        if envoy is not None:
+            await envoy.stop()
         if channel is not None:
             await channel.close()
         raise
+    # Readiness follows at once when the keys are in, or the supervisor's count changes.
+    wake = asyncio.Event()
+    if workers is not None:
+        workers.changed = wake.set
+    prefetch = asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch")
+    prefetch.add_done_callback(lambda _: wake.set())
+    ready = ready_with_workers(lambda: pipeline.authn.ready, workers)
     background = [
-        asyncio.create_task(pipeline.authn.prefetch(), name="opsgate-key-prefetch"),
+        prefetch,
         asyncio.create_task(pipeline.authn.keep_trying(), name="opsgate-key-retry"),
-        asyncio.create_task(
-            track_readiness(servicer, lambda: pipeline.authn.ready), name="opsgate-readiness"
-        ),
+        asyncio.create_task(track_readiness(servicer, ready, wake=wake), name="opsgate-readiness"),
     ]
     if envoy is not None:
         background.append(asyncio.create_task(envoy.expire_overdue(), name="opsgate-envoy-join"))
@@ -223,7 +250,10 @@ async def start_gateway(
 
 
 async def _start_rest(
-    settings: Settings, pipeline: Pipeline, forwarder: UpstreamForwarder | None
+    settings: Settings,
+    pipeline: Pipeline,
+    forwarder: UpstreamForwarder | None,
+    share_port: bool = False,
 ) -> RestDoor | None:
     """The REST/JSON door, through the same pipeline and forwarder, if configured."""
     if settings.rest is None:
@@ -237,7 +267,18 @@ async def _start_rest(
         pipeline.profile,
         ssl_context=server_ssl_context(settings.tls) if settings.tls else None,
         identity_header=settings.authentication.identity_header,
+        share_port=share_port,
     )
+
+
+async def _start_metrics(metrics: MetricsServer, listen: str) -> None:
+    try:
+        await metrics.start(listen)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            "<listen>", "metrics.listen", f"cannot listen on {listen}: {reason}"
+        ) from exc
 
 
 async def _start_http_check(
@@ -269,23 +310,39 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
 
 
 async def serve_until_signalled(
-    settings: Settings, share_port: bool = False, workers_dir: Path | None = None
+    settings: Settings,
+    share_port: bool = False,
+    workers_dir: Path | None = None,
+    supervisor: SupervisorLink | None = None,
 ) -> int:
-    """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code."""
+    """Run the gateway until SIGTERM/SIGINT, drain in-flight calls, and return the exit code.
+
+    A worker of `serve --workers N` tells its `supervisor` once every door is bound, and
+    drains as on SIGTERM if the supervisor goes away.
+    """
     # A file-size limit must fail the audit write (EFBIG: audit.on_failure applies), not kill us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    gateway = await start_gateway(settings, share_port=share_port, workers_dir=workers_dir)
+    gateway = await start_gateway(
+        settings,
+        share_port=share_port,
+        workers_dir=workers_dir,
+        workers=supervisor.counts if supervisor is not None else None,
+    )
     runtime.settle_heap()  # this process is the gateway's alone: its start-up state is for good
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policies)
     # A worker starts with these blocked (see workers.supervise): one sent while it started is
     # delivered now, and a stop then drains a gateway that has served nothing yet.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    if supervisor is not None:
+        await supervisor.serving(lost=stop.set)
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
     await gateway.stop(settings.shutdown_grace_s)
+    if supervisor is not None:
+        supervisor.close()
     log.info("stopped")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
 from gateway.errors import ConfigError
+from gateway.observability.workers import WORKERS_KEY, WorkerCounts
 from gateway.routing import SERVICE
 
 # Readiness answers for "" and the Operations service: SERVING only when every issuer's keys
@@ -44,18 +46,23 @@ def _read_request(raw: bytes) -> health_pb2.HealthCheckRequest:
 
 class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
     """The standard health service; each Check also says, in its trailing metadata, which
-    policy version is in force (`opsgate health` prints it)."""
+    policy version is in force and, under `serve --workers N`, how many workers serve
+    (`opsgate health` prints both)."""
 
-    def __init__(self, policy_etag: Callable[[], str]) -> None:
+    def __init__(self, policy_etag: Callable[[], str], workers: WorkerCounts | None = None) -> None:
         super().__init__()
         self._policy_etag = policy_etag
+        self._workers = workers
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
         if request is _MALFORMED:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
-        context.set_trailing_metadata(((POLICY_ETAG_KEY, self._policy_etag()),))
+        trailer = [(POLICY_ETAG_KEY, self._policy_etag())]
+        if self._workers is not None:
+            trailer.append((WORKERS_KEY, self._workers.describe()))
+        context.set_trailing_metadata(tuple(trailer))
         return await super().Check(request, context)
 
     async def Watch(
@@ -68,9 +75,9 @@ class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
 
 
 def add_health_service(
-    server: grpc.aio.Server, policy_etag: Callable[[], str]
+    server: grpc.aio.Server, policy_etag: Callable[[], str], workers: WorkerCounts | None = None
 ) -> health.aio.HealthServicer:
-    servicer = DetailedHealthServicer(policy_etag)
+    servicer = DetailedHealthServicer(policy_etag, workers)
     server.add_generic_rpc_handlers((_health_handler(servicer),))
     return servicer
 
@@ -135,15 +142,36 @@ async def start_not_ready(servicer: health.aio.HealthServicer) -> None:
         await servicer.set(service, NOT_SERVING)
 
 
+def ready_with_workers(
+    ready: Callable[[], bool], workers: WorkerCounts | None
+) -> Callable[[], bool]:
+    """Readiness under `serve --workers N`: this worker's own, and at least one worker serving
+    as the supervisor sees it. A partial set stays SERVING (the kernel hands new connections
+    only to workers that listen, so every call is still served, at less capacity, while the
+    supervisor restarts the others): the count is in the Check's trailing metadata and in
+    opsgate_workers_serving. A worker not yet counted (it has just bound its ports) answers
+    for itself; one whose supervisor is gone says NOT_SERVING while it drains."""
+    if workers is None:
+        return ready
+    return lambda: ready() and (workers.serving > 0 or not workers.counted)
+
+
 async def track_readiness(
-    servicer: health.aio.HealthServicer, ready: Callable[[], bool], interval_s: float = 0.1
+    servicer: health.aio.HealthServicer,
+    ready: Callable[[], bool],
+    interval_s: float = 0.1,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Keep readiness in step with `ready()` until cancelled."""
+    """Keep readiness in step with `ready()` until cancelled: every `interval_s`, and at once
+    when `wake` is set."""
     current = NOT_SERVING
+    wake = wake or asyncio.Event()
     while True:
+        wake.clear()  # before reading: a change after this read sets it again
         status = SERVING if ready() else NOT_SERVING
         if status != current:
             for service in READINESS_SERVICES:
                 await servicer.set(service, status)
             current = status
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval_s)

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.observability.health import POLICY_ETAG_KEY
+from gateway.observability.workers import WORKERS_KEY
 
 
 def check_health(
@@ -30,7 +31,9 @@ def check_health(
             print(f"{address}: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    etag = dict(call.trailing_metadata() or ()).get(POLICY_ETAG_KEY)
+    trailer = dict(call.trailing_metadata() or ())
+    etag, workers = trailer.get(POLICY_ETAG_KEY), trailer.get(WORKERS_KEY)
     policy = f" (policy etag {etag})" if etag else ""
-    print(f"{address} {service or '(server)'}: {status}{policy}")
+    serving = f" ({workers} workers serving)" if workers else ""
+    print(f"{address} {service or '(server)'}: {status}{policy}{serving}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -71,10 +72,13 @@ async def start_rest_door(
     *,
     ssl_context: ssl.SSLContext | None = None,
     identity_header: str | None = DEFAULT_IDENTITY_HEADER,
+    share_port: bool = False,
 ) -> RestDoor:
     """Serve `profile`'s HTTP rules on settings.listen, each call run by `pipeline_runner`
     and, once let through, relayed by `forwarder` (the gRPC door's very own).
-    `identity_header` is the one the gateway sends upstream: no caller may send it."""
+    `identity_header` is the one the gateway sends upstream: no caller may send it.
+    With `share_port` (a worker of `serve --workers N`) the port is bound with SO_REUSEPORT,
+    beside the other workers; without it, a port another process holds is an error."""
     install_request_error_filter()
     routes = RouteTable.from_profile(profile)
     if not routes.routes:
@@ -99,11 +103,15 @@ async def start_rest_door(
     host, _, port = settings.listen.rpartition(":")
     bind_host = host.strip("[]")
     try:
-        site = web.TCPSite(runner, bind_host, int(port), ssl_context=ssl_context)
+        site = web.TCPSite(
+            runner, bind_host, int(port), ssl_context=ssl_context, reuse_port=share_port
+        )
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        problem = f"cannot listen on {settings.listen}: {exc.strerror or exc}"
+        # asyncio's own message repeats the address: the system's words for errno suffice.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        problem = f"cannot listen on {settings.listen}: {reason}"
         raise ConfigError("<rest.listen>", "rest.listen", problem) from exc
     bound = runner.addresses[0][1]
     log.info("opsgate REST/JSON door listening on %s:%d", host, bound)
