@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 HOST = "127.0.0.1"
 
@@ -26,11 +28,17 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def free_port_run(count: int, attempts: int = 50) -> int:
+def free_port_run(count: int, attempts: int = 50, *, below_client_ports: bool = False) -> int:
     """The first of `count` consecutive free ports (for `serve --workers N`, whose worker K
-    serves metrics on the configured port + K)."""
+    serves metrics on the configured port + K).
+
+    With `below_client_ports`, below the range the kernel picks clients' ports from (as a
+    deployment's 9090 is): a port a restarting worker leaves free for a moment is then never
+    taken as the local port of one of the test's own connections.
+    """
+    low = _client_ports_start() if below_client_ports else 0
     for _ in range(attempts):
-        first = free_port()
+        first = random.randrange(10_000, low - count) if low > 10_000 + count else free_port()
         with ExitStack() as held:
             try:
                 for port in range(first, first + count):
@@ -42,12 +50,19 @@ def free_port_run(count: int, attempts: int = 50) -> int:
     raise OSError(f"no {count} consecutive free ports found in {attempts} attempts")
 
 
+def _client_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @contextmanager
-def taken_port() -> Iterator[int]:
-    """A free port, held bound and listening (without SO_REUSEPORT) while the block runs: for
-    tests of what a server does when the port it is given is in use."""
+def taken_port(port: int = 0) -> Iterator[int]:
+    """A free port (or `port`), held bound and listening (without SO_REUSEPORT) while the block
+    runs: for tests of what a server does when the port it is given is in use."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind((HOST, 0))
+        taken.bind((HOST, port))
         taken.listen()
         yield int(taken.getsockname()[1])
 

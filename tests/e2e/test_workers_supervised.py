@@ -9,18 +9,17 @@ X-Request-Id header over REST), whose first 16 hex digits are drawn once per pro
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import random
 import re
 import signal
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.observability.workers import WORKERS_KEY
 from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
 from gateway.testing.loop import LoopThread
-from gateway.testing.ports import free_port_run, free_ports
+from gateway.testing.ports import free_port_run, free_ports, taken_port
 from gateway.testing.processes import ServerProcess, descendants, gateway_argv, proc_stat
 from tests.support.cli import opsgate
 from tests.support.stack import Identity
@@ -58,24 +57,9 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         grpc_port, rest_port = free_ports(2)
-        return cls(grpc_port, rest_port, _port_run_outside_ephemeral_range(2))
-
-
-def _port_run_outside_ephemeral_range(count: int) -> int:
-    """The first of `count` free consecutive ports below the range the kernel picks clients'
-    ports from (as 9090 is): while a worker restarts, its metrics port is free, and the load's
-    hundreds of connections a second could otherwise take it as a client port for a moment."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for first in random.sample(range(10_000, low - count), 50):
-        with ExitStack() as held:
-            try:
-                for port in range(first, first + count):
-                    probe = held.enter_context(socket.socket())
-                    probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return first
-    return free_port_run(count)
+        # While worker 1 restarts its metrics port is free, and the load's hundreds of
+        # connections a second would otherwise now and then take it as a client port.
+        return cls(grpc_port, rest_port, free_port_run(2, below_client_ports=True))
 
 
 @dataclass
@@ -353,12 +337,9 @@ def test_a_worker_killed_under_load_is_restarted_and_calls_go_on(
 def test_a_worker_that_cannot_bind_is_retried_then_the_supervisor_gives_up(
     tmp_path: Path, identity: Identity, upstream: ReferenceUpstream
 ) -> None:
-    ports = Ports.free()
-    config = _config(tmp_path, identity, upstream, ports)
-    with socket.socket() as squatter:  # holds the REST port without SO_REUSEPORT
-        squatter.bind(("127.0.0.1", ports.rest))
-        squatter.listen()
-        process = _start(config)
+    with taken_port() as rest_port:  # held without SO_REUSEPORT
+        ports = dataclasses.replace(Ports.free(), rest=rest_port)
+        process = _start(_config(tmp_path, identity, upstream, ports))
         started, seen = time.monotonic(), set()
         try:
             while process.alive():
@@ -393,11 +374,8 @@ def test_a_partial_set_serves_until_the_supervisor_gives_up_and_drains_it(
     tmp_path: Path, identity: Identity, upstream: ReferenceUpstream
 ) -> None:
     ports = Ports.free()
-    config = _config(tmp_path, identity, upstream, ports)
-    with socket.socket() as squatter:  # holds worker 1's own metrics port: only it fails
-        squatter.bind(("127.0.0.1", ports.metrics + 1))
-        squatter.listen()
-        process = _start(config)
+    with taken_port(ports.metrics + 1):  # worker 1's own metrics port: only worker 1 fails
+        process = _start(_config(tmp_path, identity, upstream, ports))
         gateway = Gateway(process, ports, identity.token())
         try:
             # Readiness follows within its 0.1 s poll: a partial set is SERVING.
