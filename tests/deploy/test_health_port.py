@@ -22,10 +22,11 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.observability.health import LIVENESS_SERVICE, READINESS_SERVICES
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_ports, taken_port
 from gateway.testing.processes import ServerProcess, child_env, gateway_argv
+from gateway.testing.upstream import running_upstream
 from tests.support.certs import Pki, make_pki
 from tests.support.stack import Identity, make_identity, quiet_audit_yaml
 
@@ -57,12 +58,9 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
-    upstream.store.create(NAME)
-    try:
+    with running_upstream(loop, seed=False) as upstream:
+        upstream.store.create(NAME)
         yield upstream
-    finally:
-        loop.run(upstream.stop(0))
 
 
 def _check(address: str, service: str = "", timeout: float = 2.0) -> int:

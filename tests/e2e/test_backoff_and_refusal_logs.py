@@ -28,11 +28,12 @@ import grpc
 import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port
 from gateway.testing.processes import ServerProcess, gateway_process
 from gateway.testing.tokens import SigningKey, claims, jwks, rsa_key
+from gateway.testing.upstream import running_upstream
 
 ISSUER = "https://idp.backoff.test"
 AUDIENCE = "opsgate-backoff"
@@ -109,12 +110,9 @@ def keys(signer: SigningKey) -> Iterator[KeyEndpoint]:
 
 @pytest.fixture
 def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
-    upstream.store.create(NAME)
-    try:
+    with running_upstream(loop, seed=False) as upstream:
+        upstream.store.create(NAME)
         yield upstream
-    finally:
-        loop.run(upstream.stop(0))
 
 
 @contextmanager

@@ -29,10 +29,11 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.observability.workers import WORKERS_KEY
-from gateway.reference_upstream import ReferenceUpstream, start_reference_upstream
+from gateway.reference_upstream import ReferenceUpstream
 from gateway.testing.loop import LoopThread
 from gateway.testing.ports import free_port_run, free_ports, taken_port
 from gateway.testing.processes import ServerProcess, descendants, gateway_argv, proc_stat
+from gateway.testing.upstream import running_upstream
 from tests.support.cli import opsgate
 from tests.support.stack import Identity
 
@@ -88,12 +89,9 @@ class Gateway:
 
 @pytest.fixture
 def upstream(loop: LoopThread) -> Iterator[ReferenceUpstream]:
-    upstream = loop.run(start_reference_upstream("127.0.0.1:0", seed=False))
-    upstream.store.create(NAME)
-    try:
+    with running_upstream(loop, seed=False) as upstream:
+        upstream.store.create(NAME)
         yield upstream
-    finally:
-        loop.run(upstream.stop(0))
 
 
 def _config(tmp_path: Path, identity: Identity, upstream: ReferenceUpstream, ports: Ports) -> Path:
