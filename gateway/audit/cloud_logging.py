@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 
 from gateway.audit.logentry import AUDIT_LOG_TYPE
 from gateway.audit.sinks import PartialWriteError
+from gateway.backoff import Backoff
 from gateway.errors import ConfigError, OpsgateError
 
 if TYPE_CHECKING:
@@ -326,7 +327,8 @@ class CloudLoggingSink:
         self._max_entries = max_entries
         self._max_request_bytes = max_request_bytes
         self._clock = clock
-        self._jitter = jitter
+        # Each wait drawn from the upper half of its bound: rand in [0.5, 1).
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S, rand=lambda: 0.5 + 0.5 * jitter())
         self._consecutive_failures = 0
         self._not_before = 0.0
         self.requests = 0  # WriteLogEntries requests made (for tests and figures)
@@ -396,8 +398,7 @@ class CloudLoggingSink:
 
     def _back_off(self) -> None:
         self._consecutive_failures += 1
-        ceiling = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self._consecutive_failures - 1))
-        self._not_before = self._clock() + ceiling * (0.5 + 0.5 * self._jitter())
+        self._not_before = self._clock() + self._backoff.delay(self._consecutive_failures)
 
 
 def _describe_call_error(exc: api_exceptions.GoogleAPICallError, count: int) -> str:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.authn.authenticator import Authenticator, OpaqueIssuer, VerifiedToken
-from gateway.authn.backoff import Backoff
 from gateway.authn.claims import PrincipalRules, TimeRules
 from gateway.authn.introspection import IntrospectionSettings, Introspector
 from gateway.authn.jwt_verifier import JwtRules, JwtVerifier
@@ -29,6 +28,7 @@ from gateway.authn.settings import (
 )
 from gateway.authn.token_cache import VerifiedTokenCache
 from gateway.authn.tokeninfo import TokenInfoSettings, TokenInfoVerifier
+from gateway.backoff import Backoff
 
 GOOGLE_ID_TOKEN_LIFETIME_S = 3600.0
 

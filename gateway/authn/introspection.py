@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from gateway.authn.backoff import INITIAL_S, Backoff
 from gateway.authn.http import FetchError, fetch_json
 from gateway.authn.token_cache import CachedTokenCheck, Rejection
+from gateway.backoff import INITIAL_S, Backoff
 from gateway.errors import Unavailable, verification_unavailable
 
 log = logging.getLogger("opsgate.authn")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.authn.backoff import Backoff
 from gateway.authn.http import FetchError, fetch_json
 from gateway.authn.keys import JwksError, VerificationKey, parse_jwks
+from gateway.backoff import Backoff
 from gateway.errors import token_invalid, verification_unavailable
 
 log = logging.getLogger("opsgate.authn")

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "gateway.configschema": VALUES,
     "gateway.tracecontext": VALUES,
     "gateway.runtime": VALUES,
+    "gateway.backoff": VALUES,  # when to ask a failing endpoint again (authn and audit sinks)
     "gateway.data": VALUES,  # packaged policies and profiles
     # Engines: they decide, verify, record, limit, connect; they know no stage and no door.
     "gateway.policy": ENGINES,

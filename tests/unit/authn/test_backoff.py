@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import pytest
 
-from gateway.authn.backoff import Backoff
 from gateway.authn.factory import AuthnRuntime
 from gateway.authn.http import FetchError, fetch_json, retry_after_s
 from gateway.authn.introspection import (
@@ -25,6 +24,7 @@ from gateway.authn.introspection import (
     Introspector,
 )
 from gateway.authn.key_source import JwksKeySource, discovery_fetcher
+from gateway.backoff import Backoff
 from gateway.errors import RpcError, StatusCode
 from gateway.testing.idp import LocalIdp, local_idp
 from gateway.testing.loop import LoopThread

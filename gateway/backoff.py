@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-# Defaults for the key, discovery and introspection endpoints: the first retry within 1 s, then
+# Defaults for the key, discovery and introspection endpoints (the Cloud Logging sink passes
+# its own): the first retry within 1 s, then
 # at most twice as long per failure in a row, never longer than a minute.
 INITIAL_S = 1.0
 MAX_S = 60.0
